@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test job: system packages, virtualenv, ruff, mypy --strict, import-linter, pytest.
+# Usage: scripts/test.sh [--lint-only] [pytest args...]
+# Extra pytest args go through, e.g. `scripts/test.sh -m "not slow"` to skip chaos tests locally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lint_only=0
+if [ "${1:-}" = "--lint-only" ]; then lint_only=1; shift; fi
+
+bash scripts/system-deps.sh
+bash scripts/bootstrap.sh test
+bin=.venv/bin
+
+echo "==> ruff"
+"$bin/ruff" check src tests benchmarks
+"$bin/ruff" format --check src tests benchmarks
+echo "==> mypy --strict"
+"$bin/mypy"
+echo "==> import-linter (layers of DESIGN.md section 2)"
+"$bin/lint-imports"
+[ "$lint_only" -eq 1 ] && exit 0
+
+echo "==> pytest"
+"$bin/python" -m pytest "$@"

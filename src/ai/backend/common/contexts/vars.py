@@ -1,0 +1,114 @@
+"""The ContextVars themselves and the ``bind_*`` context managers that set them."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from typing import TypeVar
+
+from ..data.user import UserData
+from ..exception import InvalidArgument
+
+__all__ = (
+    "bind_client_ip",
+    "bind_request_id",
+    "bind_traceparent",
+    "bind_triggered_user",
+    "bind_user",
+    "current_client_ip",
+    "current_request_id",
+    "current_traceparent",
+    "current_triggered_user",
+    "current_user",
+    "new_request_id",
+)
+
+T = TypeVar("T")
+
+_request_id: ContextVar[str | None] = ContextVar("backendai_request_id", default=None)
+_user: ContextVar[UserData | None] = ContextVar("backendai_user", default=None)
+_triggered_user: ContextVar[UserData | None] = ContextVar("backendai_triggered_user", default=None)
+_client_ip: ContextVar[str | None] = ContextVar("backendai_client_ip", default=None)
+_traceparent: ContextVar[str | None] = ContextVar("backendai_traceparent", default=None)
+
+# W3C trace context: version "-" trace-id "-" parent-id "-" flags, lowercase hex.
+_TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_MAX_REQUEST_ID_LEN = 256
+
+
+def new_request_id() -> str:
+    """A fresh request id (``req-`` plus 16 random hex digits)."""
+    return f"req-{secrets.token_hex(8)}"
+
+
+@contextmanager
+def _bind(var: ContextVar[T], value: T) -> Iterator[T]:
+    token = var.set(value)
+    try:
+        yield value
+    finally:
+        var.reset(token)
+
+
+def current_request_id() -> str | None:
+    """The request id of the running task, if any."""
+    return _request_id.get()
+
+
+def bind_request_id(request_id: str | None = None) -> AbstractContextManager[str]:
+    """Set the request id for the block (a new one when ``None``); yields the id."""
+    rid = new_request_id() if request_id is None else request_id
+    if not rid or len(rid) > _MAX_REQUEST_ID_LEN or not rid.isprintable():
+        raise InvalidArgument(
+            f"request id must be 1-{_MAX_REQUEST_ID_LEN} printable characters, got {rid!r}",
+            data={"field": "request_id"},
+        )
+    return _bind(_request_id, rid)
+
+
+def current_user() -> UserData | None:
+    """The user on whose behalf the running task acts, if any."""
+    return _user.get()
+
+
+def bind_user(user: UserData | None) -> AbstractContextManager[UserData | None]:
+    """Set the current user for the block."""
+    return _bind(_user, user)
+
+
+def current_triggered_user() -> UserData | None:
+    """The user whose action started this chain of work (may differ from the current user)."""
+    return _triggered_user.get()
+
+
+def bind_triggered_user(user: UserData | None) -> AbstractContextManager[UserData | None]:
+    """Set the triggering user for the block."""
+    return _bind(_triggered_user, user)
+
+
+def current_client_ip() -> str | None:
+    """The client IP address of the request being served, if any."""
+    return _client_ip.get()
+
+
+def bind_client_ip(ip: str | None) -> AbstractContextManager[str | None]:
+    """Set the client IP for the block."""
+    return _bind(_client_ip, ip)
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the running task, if any."""
+    return _traceparent.get()
+
+
+def bind_traceparent(traceparent: str | None) -> AbstractContextManager[str | None]:
+    """Set the W3C ``traceparent`` for the block; a malformed value raises ``InvalidArgument``."""
+    if traceparent is not None and not _TRACEPARENT_RE.match(traceparent):
+        raise InvalidArgument(
+            f"traceparent {traceparent!r} is not a W3C trace context",
+            data={"field": "traceparent"},
+        )
+    return _bind(_traceparent, traceparent)

@@ -58,7 +58,8 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
-def bind_request_id(request_id: str | None = None) -> AbstractContextManager[str]:
+@contextmanager
+def bind_request_id(request_id: str | None = None) -> Iterator[str]:
     """Set the request id for the block (a new one when ``None``); yields the id."""
     rid = new_request_id() if request_id is None else request_id
     if not rid or len(rid) > _MAX_REQUEST_ID_LEN or not rid.isprintable():
@@ -66,7 +67,11 @@ def bind_request_id(request_id: str | None = None) -> AbstractContextManager[str
             f"request id must be 1-{_MAX_REQUEST_ID_LEN} printable characters, got {rid!r}",
             data={"field": "request_id"},
         )
-    return _bind(_request_id, rid)
+    token = _request_id.set(rid)
+    try:
+        yield rid
+    finally:
+        _request_id.reset(token)
 
 
 def current_user() -> UserData | None:

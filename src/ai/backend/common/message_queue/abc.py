@@ -1,0 +1,149 @@
+"""The message-queue interface: anycast to consumer groups, broadcast to every subscriber.
+
+Backends: :class:`~.redis.RedisMessageQueue` (Redis Streams + pub/sub, DESIGN.md section 3)
+and :class:`~.memory.MemoryMessageQueue` (in process). Both pass the same conformance suite,
+``tests/message_queue/test_queue_conformance.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
+from typing import Self
+
+from .types import AnycastMessage, BroadcastMessage, DeadLetter, QueueStatistics
+
+__all__ = ("AbstractMessageQueue",)
+
+
+class AbstractMessageQueue(abc.ABC):
+    """One component's connection to the event bus.
+
+    Anycast: every message sent reaches every consumer group, and inside a group exactly one
+    live consumer at a time. Delivery is at-least-once with no silent loss: a message stays
+    pending until it is acked, a dead consumer's pending messages are reclaimed (keeping their
+    id), a nacked message is delivered again after ``retry_delay``, and after
+    ``max_deliveries`` it is moved to the dead-letter stream with its error history. Messages
+    are delivered in stream order, redeliveries aside. ``consume()`` never has more than
+    ``max_in_flight`` unacked messages out.
+
+    Broadcast: every subscriber receives every broadcast sent while it is subscribed, in
+    order. In durable mode it also receives, on (re)subscribing under the same
+    ``subscriber_id``, those sent while it was away (within the retention), exactly once.
+
+    ``async with`` opens the client; ``aclose()`` closes it and is idempotent. Errors are
+    :class:`~.exceptions.MessageQueueError` subclasses, never a backend's own.
+    """
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and start background work (heartbeat, reclaimer); idempotent."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Stop intake, stop background work, release connections; idempotent.
+
+        Messages delivered and not acked stay pending and are reclaimed by other consumers.
+        """
+
+    # -- anycast: produce -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def send(self, fields: Mapping[str, str]) -> str:
+        """Append one anycast message; returns its id once the backend has accepted it.
+
+        A failure raises (``QueueUnavailable``); it is never swallowed. If cancelled, the
+        message may or may not have been written.
+        """
+
+    @abc.abstractmethod
+    async def send_batch(self, batch: Sequence[Mapping[str, str]]) -> list[str]:
+        """Append several anycast messages in one round trip, in order; returns their ids."""
+
+    # -- anycast: consume -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def consume(self) -> AsyncIterator[AnycastMessage]:
+        """Yield anycast messages for this client's group until the client closes.
+
+        Each must be settled with :meth:`ack`, :meth:`nack` or :meth:`dead_letter`. Reading
+        pauses while ``max_in_flight`` messages are unsettled. Raises ``QueueConfigError``
+        when the client has no group.
+        """
+
+    @abc.abstractmethod
+    async def ack(self, *msg_ids: str) -> None:
+        """Settle messages as handled (one round trip for all); they are never delivered again
+        to this group. Acking an unknown or already acked id is a no-op."""
+
+    @abc.abstractmethod
+    async def nack(self, msg_id: str, error: str) -> None:
+        """Settle a message as failed: deliver it again after ``retry_delay``, or move it to
+        the dead-letter stream if it has been delivered ``max_deliveries`` times."""
+
+    @abc.abstractmethod
+    async def dead_letter(self, msg_id: str, error: str) -> None:
+        """Move a message to the dead-letter stream at once (undecodable, malformed)."""
+
+    @abc.abstractmethod
+    async def mark_handled(self, msg_id: str, handler: str) -> None:
+        """Record that ``handler`` succeeded on ``msg_id`` (kept until the message is acked)."""
+
+    @abc.abstractmethod
+    async def handled(self, msg_id: str) -> frozenset[str]:
+        """The handlers recorded by :meth:`mark_handled` for a message of this group."""
+
+    # -- broadcast --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def broadcast(self, fields: Mapping[str, str], *, cache_id: str | None = None) -> None:
+        """Send a broadcast to every subscriber (and to the durable stream).
+
+        With ``cache_id`` the message is also kept under that key for
+        ``BROADCAST_CACHE_TTL`` seconds for :meth:`fetch_cached_broadcast`.
+        """
+
+    @abc.abstractmethod
+    async def fetch_cached_broadcast(self, cache_id: str) -> Mapping[str, str] | None:
+        """The last broadcast sent with ``cache_id``, or ``None`` if absent or expired."""
+
+    @abc.abstractmethod
+    def subscribe(self) -> AsyncIterator[BroadcastMessage]:
+        """Yield broadcasts (in this client's ``broadcast_mode``) until the client closes."""
+
+    # -- dead letters -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_dead_letters(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> list[DeadLetter]:
+        """Dead letters oldest first, ``limit`` at most, starting after the id ``after``."""
+
+    @abc.abstractmethod
+    async def replay_dead_letters(self, dlq_ids: Sequence[str] | None = None) -> list[str]:
+        """Deliver dead letters (all when ``None``) again to the group that gave up on them,
+        and to no other group, as new messages; remove them from the dead-letter stream and
+        return the new message ids."""
+
+    @abc.abstractmethod
+    async def purge_dead_letters(self, dlq_ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters (all when ``None``); returns how many were deleted."""
+
+    # -- introspection ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def statistics(self) -> QueueStatistics:
+        """A snapshot of this client's consumer counters."""

@@ -1,0 +1,141 @@
+"""Records and wire names of the message queue (DESIGN.md section 3).
+
+An anycast message is one Redis stream entry; its ``fields`` are the upstream entry fields
+(``name``, ``source``, ``payload``, ``metadata`` and ``_retry_count`` when > 0), as text.
+A broadcast message is the upstream ``events_all`` JSON object, decoded to the same four fields.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = (
+    "ANYCAST_STREAM",
+    "BROADCAST_CACHE_TTL",
+    "BROADCAST_CHANNEL",
+    "BROADCAST_STREAM",
+    "DEAD_LETTER_STREAM",
+    "AnycastMessage",
+    "BroadcastMessage",
+    "BroadcastMode",
+    "DeadLetter",
+    "QueueConfig",
+    "QueueStatistics",
+)
+
+ANYCAST_STREAM = "events"
+"""Stream key of anycast events (upstream's)."""
+BROADCAST_CHANNEL = "events_all"
+"""Pub/sub channel of broadcast events (upstream's)."""
+BROADCAST_CACHE_TTL = 300
+"""Seconds a cached broadcast (``SET <cache_id> <json> EX 300``) lives (upstream's)."""
+DEAD_LETTER_STREAM = "events:dlq"
+"""Stream key of dead-lettered anycast messages (ours; invisible to upstream peers)."""
+BROADCAST_STREAM = "events:broadcast"
+"""Stream key of durable broadcasts (ours; invisible to upstream peers)."""
+
+
+class BroadcastMode(enum.StrEnum):
+    """How a broadcast subscriber receives messages."""
+
+    VOLATILE = "volatile"
+    """Upstream pub/sub only: a subscriber that is down misses what was sent meanwhile."""
+    DURABLE = "durable"
+    """Read from the durable broadcast stream from the subscriber's last seen id: in order,
+    exactly once per subscriber id, nothing missed within the retention window."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnycastMessage:
+    """One delivery of an anycast stream entry to one consumer of a group."""
+
+    msg_id: str
+    """The stream entry id; it never changes across redeliveries."""
+    fields: Mapping[str, str]
+    """The entry fields as written by the producer."""
+    delivery_count: int = 1
+    """How many times the group has delivered this entry (1 on first delivery)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastMessage:
+    """One broadcast as seen by one subscriber."""
+
+    fields: Mapping[str, str]
+    """``name``, ``source``, ``payload``, ``metadata`` (text)."""
+    msg_id: str | None = None
+    """The durable stream id (durable mode), ``None`` for volatile pub/sub messages."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An anycast message that exhausted its deliveries, with why."""
+
+    dlq_id: str
+    """Id of the entry in the dead-letter stream (used to replay or delete it)."""
+    original_id: str
+    """Id the message had in the anycast stream."""
+    group: str
+    """The consumer group that gave up on it."""
+    fields: Mapping[str, str]
+    """The original entry fields, unchanged."""
+    error: str
+    """The last error reported for it (or why it could not be decoded)."""
+    attempts: int
+    """How many deliveries were made before giving up."""
+    history: tuple[str, ...] = field(default=())
+    """Errors of earlier attempts, oldest first (bounded)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    """A snapshot of one queue client's consumer state (for tests and metrics)."""
+
+    in_flight: int
+    """Messages handed to the application and not yet acked or nacked."""
+    max_in_flight: int
+    """The backpressure bound: reading pauses while ``in_flight`` reaches it."""
+    delivered: int
+    """Messages delivered since the client opened (redeliveries included)."""
+    acked: int
+    """Messages acked since the client opened."""
+    dead_lettered: int
+    """Messages this client moved to the dead-letter stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Settings of one message-queue client (one per process and component)."""
+
+    source: str = "unknown"
+    """Producer id written as ``source`` by callers that build fields (informational)."""
+    group: str | None = None
+    """Consumer group (component kind: ``manager``, ``agent``, ...); required to consume."""
+    consumer_id: str | None = None
+    """Unique consumer name inside the group; a random one when ``None``."""
+    max_deliveries: int = 5
+    """After this many deliveries a nacked message goes to the dead-letter stream."""
+    max_in_flight: int = 256
+    """Backpressure bound: messages delivered and not yet acked/nacked per consumer."""
+    batch_size: int = 64
+    """Entries read per XREADGROUP call."""
+    block_seconds: float = 1.0
+    """How long one read blocks waiting for new entries."""
+    heartbeat_ttl: float = 10.0
+    """A consumer whose heartbeat is older than this is dead; its pending entries are reclaimed."""
+    reclaim_interval: float = 2.0
+    """How often the reclaimer looks for pending entries of dead consumers."""
+    retry_delay: float = 0.5
+    """Delay before a nacked message is delivered again."""
+    anycast_trim_maxlen: int = 10_000
+    """Acked anycast history kept (approximate); pending entries are never trimmed."""
+    broadcast_mode: BroadcastMode = BroadcastMode.VOLATILE
+    """How ``subscribe()`` receives broadcasts; producers always write both forms."""
+    subscriber_id: str | None = None
+    """Durable subscribers resume from the last id seen under this name."""
+    broadcast_retention: int = 10_000
+    """Durable broadcast entries kept (approximate)."""
+    dead_letter_maxlen: int = 100_000
+    """Dead letters kept (approximate)."""

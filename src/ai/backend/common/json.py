@@ -1,7 +1,8 @@
 """JSON helpers on orjson: one encoder for the whole package (layer 1, pure).
 
 ``dump_json`` returns bytes and ``dump_json_str`` text; both understand UUIDs, datetimes,
-dataclasses, enums, ``Decimal`` (as a string, so no precision is lost) and pydantic models.
+dataclasses, enums, named tuples (as arrays), ``Decimal`` (as a string, so no precision is
+lost) and pydantic models.
 ``load_json`` accepts bytes or text and raises :class:`~ai.backend.common.exception.InvalidArgument`
 naming the source (a file name, a field) on malformed input.
 """
@@ -24,6 +25,8 @@ def _default(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, (set, frozenset)):
         return sorted(obj, key=repr)
+    if isinstance(obj, tuple):  # NamedTuples (orjson only takes exact tuples), as stdlib json
+        return list(obj)
     if isinstance(obj, Mapping):
         return dict(obj)
     dump = getattr(obj, "model_dump", None)

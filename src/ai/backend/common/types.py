@@ -264,9 +264,6 @@ _REDIS_ROLE_DB: Final[Mapping[RedisRole, int]] = {
 
 # --------------------------------------------------------------------------- BinarySize
 
-# Room for any realistic input; the parser widens it further for very long literals.
-_EXACT = decimal.Context(prec=64, traps=[decimal.InvalidOperation, decimal.Overflow])
-
 _SCALE_LETTERS: Final = "kmgtpezy"  # 2**10 ... 2**80
 _SIZE_RE = re.compile(
     r"\s*(?P<num>\d(?:_?\d)*(?:\.\d(?:_?\d)*)?|\.\d(?:_?\d)*)\s*(?P<unit>[a-z]*)\s*",
@@ -479,7 +476,10 @@ def parse_slot_name(name: str) -> SlotNameParts:
 
 # --------------------------------------------------------------------------- ResourceSlot
 
-Quantum: Final = Decimal("0.000")
+Quantum: Final = Decimal("0.000")  # count slots keep three decimals, as upstream
+
+# ResourceSlot arithmetic: exact to 64 significant digits, errors raised instead of NaN.
+_EXACT = decimal.Context(prec=64, traps=[decimal.InvalidOperation, decimal.Overflow])
 
 
 def _slot_key(key: object) -> str:

@@ -8,7 +8,7 @@ and :class:`~.memory.MemoryMessageQueue` (in process). Both pass the same confor
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -59,6 +59,12 @@ class AbstractMessageQueue(abc.ABC):
         Messages delivered and not acked stay pending and are reclaimed by other consumers.
         """
 
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Stop at once without any cleanup, as if the process had died (crash tests, fatal
+        exits): the heartbeat is left to expire, so this consumer's pending messages are
+        reclaimed only after ``heartbeat_ttl``. Idempotent; ``aclose()`` after it is a no-op."""
+
     # -- anycast: produce -------------------------------------------------------------
 
     @abc.abstractmethod
@@ -76,12 +82,14 @@ class AbstractMessageQueue(abc.ABC):
     # -- anycast: consume -------------------------------------------------------------
 
     @abc.abstractmethod
-    def consume(self) -> AsyncIterator[AnycastMessage]:
+    def consume(self) -> AsyncGenerator[AnycastMessage, None]:
         """Yield anycast messages for this client's group until the client closes.
 
         Each must be settled with :meth:`ack`, :meth:`nack` or :meth:`dead_letter`. Reading
         pauses while ``max_in_flight`` messages are unsettled. Raises ``QueueConfigError``
-        when the client has no group.
+        when the client has no group. Close the generator when you stop early (``async with
+        contextlib.aclosing(q.consume()) as it``); messages it read but did not hand out are
+        delivered again on the next ``consume()``. One ``consume()`` at a time per client.
         """
 
     @abc.abstractmethod
@@ -121,7 +129,7 @@ class AbstractMessageQueue(abc.ABC):
         """The last broadcast sent with ``cache_id``, or ``None`` if absent or expired."""
 
     @abc.abstractmethod
-    def subscribe(self) -> AsyncIterator[BroadcastMessage]:
+    def subscribe(self) -> AsyncGenerator[BroadcastMessage, None]:
         """Yield broadcasts (in this client's ``broadcast_mode``) until the client closes."""
 
     # -- dead letters -----------------------------------------------------------------

@@ -17,6 +17,8 @@ __all__ = (
     "BROADCAST_CHANNEL",
     "BROADCAST_STREAM",
     "DEAD_LETTER_STREAM",
+    "REPLAY_ID_PREFIX",
+    "REPLAY_STREAM_PREFIX",
     "AnycastMessage",
     "BroadcastMessage",
     "BroadcastMode",
@@ -35,6 +37,12 @@ DEAD_LETTER_STREAM = "events:dlq"
 """Stream key of dead-lettered anycast messages (ours; invisible to upstream peers)."""
 BROADCAST_STREAM = "events:broadcast"
 """Stream key of durable broadcasts (ours; invisible to upstream peers)."""
+REPLAY_STREAM_PREFIX = "events:replay:"
+"""Prefix of the per-group stream that replayed dead letters go to (ours): only consumers of
+that group read ``events:replay:<group>``, so upstream peers and other groups never see them."""
+REPLAY_ID_PREFIX = "replay:"
+"""``AnycastMessage.msg_id`` of a message read from the replay stream is this prefix plus its
+entry id there, so ids from the two streams never collide."""
 
 
 class BroadcastMode(enum.StrEnum):
@@ -103,6 +111,13 @@ class QueueStatistics:
     """Messages acked since the client opened."""
     dead_lettered: int
     """Messages this client moved to the dead-letter stream."""
+    retry_waiting: int = 0
+    """Nacked messages waiting for ``retry_delay`` before their next delivery."""
+    reclaimed: int = 0
+    """Messages taken over from dead consumers since the client opened."""
+    subscriptions: int = 0
+    """Broadcast subscriptions currently registered with the server (``subscribe()`` iterators
+    that will see every broadcast sent from now on)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +154,16 @@ class QueueConfig:
     """Durable broadcast entries kept (approximate)."""
     dead_letter_maxlen: int = 100_000
     """Dead letters kept (approximate)."""
+    anycast_trim_max_age: float | None = None
+    """Also trim acked anycast history older than this many seconds (never a pending entry)."""
+    handled_ttl: float = 86_400.0
+    """Seconds a per-handler progress record (``mark_handled``) outlives an unacked message."""
+    error_history_limit: int = 10
+    """Errors kept per message for its dead letter's ``history``."""
+    durable_cursor_ttl: float = 7 * 86_400.0
+    """Seconds a durable subscriber's stored position outlives its last use."""
+    wait_replicas: int = 0
+    """After each send/broadcast, wait until this many replicas acknowledged it (Redis
+    ``WAIT``); a publish that is not acknowledged in ``wait_timeout`` raises. 0 = no wait."""
+    wait_timeout: float = 1.0
+    """Seconds ``wait_replicas`` waits for the replicas."""

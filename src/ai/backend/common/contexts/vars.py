@@ -39,6 +39,14 @@ _TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2
 _MAX_REQUEST_ID_LEN = 256
 
 
+def _is_traceparent(value: str) -> bool:
+    # W3C Trace Context: version ff is invalid, and so are all-zero trace and parent ids.
+    if not _TRACEPARENT_RE.fullmatch(value):
+        return False
+    version, trace_id, parent_id, _ = value.split("-")
+    return version != "ff" and trace_id != "0" * 32 and parent_id != "0" * 16
+
+
 def new_request_id() -> str:
     """A fresh request id (``req-`` plus 16 random hex digits)."""
     return f"req-{secrets.token_hex(8)}"
@@ -111,7 +119,7 @@ def current_traceparent() -> str | None:
 
 def bind_traceparent(traceparent: str | None) -> AbstractContextManager[str | None]:
     """Set the W3C ``traceparent`` for the block; a malformed value raises ``InvalidArgument``."""
-    if traceparent is not None and not _TRACEPARENT_RE.match(traceparent):
+    if traceparent is not None and not _is_traceparent(traceparent):
         raise InvalidArgument(
             f"traceparent {traceparent!r} is not a W3C trace context",
             data={"field": "traceparent"},

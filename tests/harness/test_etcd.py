@@ -1,0 +1,145 @@
+"""The etcd fixtures give working members and clusters, and killing a member does what it should."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aetcd
+import pytest
+
+from tests._harness import EtcdCluster, EtcdServer, ExternalServerError, etcd_server_from_env
+
+
+@asynccontextmanager
+async def _client(member: EtcdServer) -> AsyncIterator[aetcd.Client]:
+    client = aetcd.Client(host=member.host, port=member.port, timeout=5)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def _get(member: EtcdServer, key: bytes) -> bytes | None:
+    async with _client(member) as client:
+        reply = await client.get(key)
+        return None if reply is None else bytes(reply.value)
+
+
+async def test_etcd_server_put_get(etcd_server: EtcdServer, etcd_endpoint: str) -> None:
+    assert etcd_endpoint == etcd_server.endpoint == f"127.0.0.1:{etcd_server.port}"
+    assert etcd_server.url == f"http://127.0.0.1:{etcd_server.port}"
+    assert etcd_server.port != 2379
+    assert etcd_server.peer_port not in (2380, etcd_server.port)
+    async with _client(etcd_server) as client:
+        await client.put(b"harness/key", b"value")
+        reply = await client.get(b"harness/key")
+        assert reply is not None
+        assert reply.value == b"value"
+        lease = await client.lease(30)
+        await client.put(b"harness/leased", b"1", lease=lease)
+        assert (await client.get(b"harness/leased")) is not None
+        await lease.revoke()
+
+
+async def test_etcd_endpoint_deletes_every_key(
+    etcd_server: EtcdServer, request: pytest.FixtureRequest
+) -> None:
+    async with _client(etcd_server) as client:
+        await client.put(b"left-over", b"1")
+    request.getfixturevalue("etcd_endpoint")  # lazily, as the conformance fixtures do
+    assert await _get(etcd_server, b"left-over") is None
+
+
+def test_etcd_endpoint_restarts_a_killed_session_server(
+    etcd_server: EtcdServer, request: pytest.FixtureRequest
+) -> None:
+    pid = etcd_server.pid
+    etcd_server.kill()
+    assert not etcd_server.is_running()
+    assert not etcd_server.healthy()
+    request.getfixturevalue("etcd_endpoint")
+    assert etcd_server.is_running()
+    assert etcd_server.pid != pid
+    assert etcd_server.healthy()
+
+
+async def test_stop_then_start_keeps_the_data(etcd_server: EtcdServer, etcd_endpoint: str) -> None:
+    async with _client(etcd_server) as client:
+        await client.put(b"durable", b"yes")
+    assert etcd_server.process is not None
+    etcd_server.stop()
+    assert not etcd_server.is_running()
+    assert etcd_server.process.returncode is not None
+    etcd_server.start()
+    assert await _get(etcd_server, b"durable") == b"yes"
+
+
+async def test_cluster_put_on_one_member_reads_on_another(etcd_cluster: EtcdCluster) -> None:
+    assert len(etcd_cluster.members) == 3
+    assert len(set(etcd_cluster.endpoints)) == 3
+    ports = {m.port for m in etcd_cluster.members} | {m.peer_port for m in etcd_cluster.members}
+    assert len(ports) == 6
+    first, second, third = etcd_cluster.members
+    async with _client(first) as client:
+        await client.put(b"cluster/key", b"replicated")
+    assert await _get(second, b"cluster/key") == b"replicated"
+    assert await _get(third, b"cluster/key") == b"replicated"
+    assert etcd_cluster.leader() in etcd_cluster.members
+
+
+@pytest.mark.slow
+async def test_cluster_elects_a_new_leader_when_the_leader_dies(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    old_leader = etcd_cluster.leader()
+    etcd_cluster.kill(old_leader)
+    assert not old_leader.is_running()
+    new_leader = await asyncio.to_thread(etcd_cluster.leader)
+    assert new_leader is not old_leader
+    assert new_leader.is_running()
+    survivors = etcd_cluster.running()
+    assert len(survivors) == 2
+    async with _client(survivors[0]) as client:
+        await client.put(b"after-election", b"ok")
+    assert await _get(survivors[1], b"after-election") == b"ok"
+
+
+@pytest.mark.slow
+def test_a_member_without_quorum_is_stopped_by_pid(etcd_cluster: EtcdCluster) -> None:
+    first, second, third = etcd_cluster.members
+    etcd_cluster.kill(first)
+    etcd_cluster.kill(second)
+    etcd_cluster.stop(third, grace=1.0)  # SIGTERM, then SIGKILL if it is ignored
+    assert etcd_cluster.running() == []
+
+
+def test_backend_etcd_addr_resolves_to_an_external_server(etcd_server: EtcdServer) -> None:
+    env = {"BACKEND_ETCD_ADDR": etcd_server.endpoint}
+    server = etcd_server_from_env(env)
+    assert server is not None
+    assert server.external
+    assert server.endpoint == etcd_server.endpoint
+    assert server.is_running()
+    for control in (server.kill, server.stop, server.start):
+        with pytest.raises(ExternalServerError, match="BACKEND_ETCD_ADDR"):
+            control()
+    with pytest.raises(ExternalServerError):
+        _ = server.peer_port
+    assert etcd_server_from_env({}) is None
+
+
+def test_session_fixture_honours_backend_etcd_addr(
+    inner_pytester: pytest.Pytester, etcd_server: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BACKEND_ETCD_ADDR", etcd_server.endpoint)
+    inner_pytester.makepyfile(
+        f"""
+        def test_external(etcd_server, etcd_endpoint):
+            assert etcd_server.external
+            assert etcd_endpoint == "{etcd_server.endpoint}"
+        """
+    )
+    inner_pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert etcd_server.is_running()

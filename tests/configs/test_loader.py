@@ -225,6 +225,13 @@ def test_extra_allow_keeps_and_ignore_lists(tmp_path: Path) -> None:
     assert loaded.source_of("nested.key") == ValueSource("toml", str(path), "nested.key")
     assert {e.key for e in loaded.describe()} == {"known", "surprise", "nested.key"}
 
+    # A stray environment variable is not kept even by a model that allows extras.
+    env = EnvLayer(environ={"BACKEND_KNOWN": "5", "BACKEND_REDIS_ADDR": "x"})
+    from_env = ConfigLoader(OpenConfig, [env]).load()
+    assert from_env.config.known == 5
+    assert from_env.config.model_extra == {}
+    assert [s.location for s in from_env.ignored] == ["BACKEND_REDIS_ADDR"]
+
     lax = ConfigLoader(LaxConfig, [TomlFileLayer(path)]).load()
     assert lax.config.known == 1
     assert lax.config.model_extra is None

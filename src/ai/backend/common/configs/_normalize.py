@@ -102,9 +102,12 @@ class _Walker:
         rp: KeyPath,
         out: dict[str, Any],
     ) -> None:
-        if spec.extra == "allow" and isinstance(key, str):
+        if self.layer.shared_namespace and not cpath:
+            # Other programs' variables share the prefix: never an error, never kept.
+            self.result.ignored.append(self.layer.source_of(rp))
+        elif spec.extra == "allow" and isinstance(key, str):
             out[key] = self.untyped(value, (*cpath, key), rp)
-        elif spec.extra == "ignore" or (self.layer.shared_namespace and not cpath):
+        elif spec.extra == "ignore":
             self.result.ignored.append(self.layer.source_of(rp))
         else:
             known = tuple(f.key for f in spec.fields)

@@ -14,7 +14,8 @@ and aliases ignoring case and treating ``-`` and ``_`` alike, so it also sets a 
 JSON. ``BACKEND_CONFIG_FILE`` is excluded (it names the file, see
 :func:`~ai.backend.common.configs.find_config_file`). A variable whose first part names no
 top-level field is not an error (the environment is shared with other programs): the loader
-lists it in :attr:`~ai.backend.common.configs.LoadedConfig.ignored`.
+lists it in :attr:`~ai.backend.common.configs.LoadedConfig.ignored` and never keeps it, even for a
+model that allows extra keys; inside a known section an unknown name is an error.
 
 An etcd layer (added by the etcd module later) subclasses :class:`AbstractConfigLayer` or
 uses :class:`MappingLayer`: it fetches its snapshot asynchronously and ``load()`` returns it.
@@ -26,7 +27,9 @@ Guarantees:
 - a YAML mapping that repeats a key is an error, not a silent overwrite
   [tests/configs/test_sources.py::test_yaml_duplicate_key_is_an_error];
 - two environment variables that set a value and a key inside it are an error naming both
-  [tests/configs/test_sources.py::test_env_conflict_names_both_variables].
+  [tests/configs/test_sources.py::test_env_conflict_names_both_variables];
+- a stray ``BACKEND_*`` variable is listed as ignored, a typo inside a known section is an
+  error naming the variable [tests/configs/test_loader.py::test_env_unknown_keys].
 
 Limits:
 - ``load()`` must not block on the network; network-backed layers prefetch.

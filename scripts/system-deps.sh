@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Install the real servers the test suite starts (redis-server, redis-sentinel, etcd) when missing.
-# Idempotent: does nothing when all are on PATH. Needs root (or sudo) only when something is missing.
+# Install the real servers the test suite starts (redis-server, redis-sentinel, etcd, etcdctl)
+# when missing, plus any Debian packages named as arguments (e.g. `prometheus`).
+# Idempotent: does nothing when everything is present. Needs root (or sudo) only to install.
+# The tests start their own servers on free loopback ports; services the packages start
+# (redis on 6379, etcd on 2379) are neither used nor stopped.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
@@ -15,10 +18,36 @@ for pkg in "$@"; do
 done
 [ ${#need[@]} -eq 0 ] && exit 0
 
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: missing ${need[*]} and no apt-get here; install them with your package manager" >&2
+    exit 1
+fi
 sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "==> installing system packages: ${need[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+        echo "error: missing ${need[*]}; run this script as root (no sudo found)" >&2
+        exit 1
+    fi
+    sudo="sudo"
+fi
 export DEBIAN_FRONTEND=noninteractive
+echo "==> installing system packages: ${need[*]}"
 $sudo apt-get update -qq
+# Older releases ship etcd as one package named `etcd` instead of etcd-server + etcd-client.
+if ! apt-cache show etcd-server >/dev/null 2>&1; then
+    mapped=()
+    for pkg in "${need[@]}"; do
+        case "$pkg" in
+            etcd-server | etcd-client) [[ " ${mapped[*]-} " == *" etcd "* ]] || mapped+=(etcd) ;;
+            *) mapped+=("$pkg") ;;
+        esac
+    done
+    need=("${mapped[@]}")
+fi
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# The Debian packages try to start their services; the tests start their own on free ports.
+for program in redis-server etcd etcdctl; do
+    command -v "$program" >/dev/null 2>&1 || {
+        echo "error: $program is still missing after installing ${need[*]}" >&2
+        exit 1
+    }
+done

@@ -248,3 +248,16 @@ def test_bundle_from_dict_rejects_bad_user() -> None:
     with pytest.raises(InvalidArgument) as info:
         ContextBundle.from_dict({"user": {"user_id": "not-a-uuid"}})
     assert "user" in str(info.value)
+
+
+def test_bundle_from_dict_drops_malformed_traceparent() -> None:
+    bundle = ContextBundle.from_dict({"request_id": "req-1", "traceparent": "00-not-a-trace"})
+    assert bundle.traceparent is None
+    assert bundle.request_id == "req-1"
+    with bundle.applied():
+        assert current_traceparent() is None
+
+
+def test_bundle_from_dict_keeps_valid_traceparent() -> None:
+    bundle = ContextBundle.from_dict({"traceparent": TRACEPARENT})
+    assert bundle.traceparent == TRACEPARENT

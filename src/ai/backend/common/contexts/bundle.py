@@ -13,6 +13,7 @@ from ..data.user import UserData
 from ..exception import InvalidArgument
 from .vars import (
     _bind,
+    _is_traceparent,
     _request_id,
     bind_client_ip,
     bind_request_id,
@@ -78,7 +79,12 @@ class ContextBundle:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ContextBundle:
-        """Rebuild a bundle from ``to_dict`` output (unknown keys ignored, missing ones None)."""
+        """Rebuild a bundle from ``to_dict`` output.
+
+        Unknown keys are ignored, missing ones are ``None``, and a malformed ``traceparent`` is
+        dropped (as W3C trace context asks of receivers); a malformed user raises
+        ``InvalidArgument``.
+        """
         try:
             user = data.get("user")
             triggered = data.get("triggered_user")
@@ -87,10 +93,16 @@ class ContextBundle:
                 user=None if user is None else UserData.model_validate(user),
                 triggered_user=None if triggered is None else UserData.model_validate(triggered),
                 client_ip=_opt_str(data, "client_ip"),
-                traceparent=_opt_str(data, "traceparent"),
+                traceparent=_valid_traceparent(_opt_str(data, "traceparent")),
             )
         except ValidationError as exc:
             raise InvalidArgument(f"invalid user in context metadata: {exc}") from exc
+
+
+def _valid_traceparent(value: str | None) -> str | None:
+    # W3C trace context: a receiver ignores a malformed traceparent and starts a new trace, so a
+    # bad value from a peer must not make its message undeliverable.
+    return value if value is not None and _is_traceparent(value) else None
 
 
 def _opt_str(data: Mapping[str, Any], key: str) -> str | None:

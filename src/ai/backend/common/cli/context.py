@@ -25,7 +25,7 @@ class CLIContext:
     json: bool = False
     debug: bool = False
     config: str | None = None
-    out: Console = field(default_factory=lambda: Console(highlight=False))
+    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
 
     def emit(self, obj: dict[str, Any]) -> None:

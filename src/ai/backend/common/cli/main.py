@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..exception import BackendAIError
+from .config_cmd import config
 from .context import CLIContext
 from .demo import demo
 
@@ -43,6 +44,7 @@ def cli(
 
 
 cli.add_command(demo)
+cli.add_command(config)
 
 
 def main(argv: list[str] | None = None) -> Any:

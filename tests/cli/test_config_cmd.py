@@ -1,0 +1,65 @@
+"""``config check/show/sample`` as subprocesses: the sample validates, errors name file and key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .test_demo import run_cli
+
+
+def test_sample_is_a_valid_config(tmp_path: Path) -> None:
+    proc = run_cli("config", "sample")
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "sample.toml"
+    path.write_text(proc.stdout)
+    check = run_cli("config", "check", str(path))
+    assert check.returncode == 0, check.stderr
+    assert "valid CommonSettings" in check.stdout
+
+
+def test_check_names_file_key_and_reason(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('namespace = "x"\n[events]\nmax-deliveries = 0\n')
+    proc = run_cli("config", "check", str(path))
+    assert proc.returncode == 1
+    assert str(path) in proc.stderr
+    assert "events.max-deliveries" in proc.stderr
+    assert "greater than or equal to 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_reports_unknown_key(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text('namespce = "x"\n')
+    proc = run_cli("config", "check", str(path))
+    assert proc.returncode == 1
+    assert "namespce" in proc.stderr
+    assert str(path) in proc.stderr
+
+
+def test_show_lists_sources_and_redacts_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'namespace = "prod"\n[auth]\naccess-key = "AKIAEXAMPLE"\nsecret-key = "s3cr3t"\n'
+    )
+    proc = run_cli("--json", "config", "show", "--no-env", str(path))
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["key"]: row for row in map(json.loads, proc.stdout.splitlines())}
+    assert rows["namespace"]["value"] == "prod"
+    assert str(path) in rows["namespace"]["source"]
+    assert rows["redis"]["source"] == "default"
+    assert "s3cr3t" not in proc.stdout
+    assert rows["auth.secret-key"]["value"] != "s3cr3t"
+
+
+def test_schema_option_validates_other_models(tmp_path: Path) -> None:
+    path = tmp_path / "e.toml"
+    path.write_text("group = 'agent'\nmax-deliveries = 3\n")
+    proc = run_cli(
+        "config", "check", "--schema", "ai.backend.common.cli.settings:EventSettings", str(path)
+    )
+    assert proc.returncode == 0, proc.stderr
+    bad = run_cli("config", "check", "--schema", "no.such.module:Model", str(path))
+    assert bad.returncode == 1
+    assert "--schema" in bad.stderr

@@ -76,6 +76,8 @@ def test_provenance_per_leaf(tmp_path: Path) -> None:
     assert loaded.source_of(("db", "max-connections")) == ValueSource(
         "toml", str(toml), "db.max_connections"
     )
+    # Either spelling of the path finds the value.
+    assert loaded.source_of("db.max_connections") == loaded.source_of("db.max-connections")
     assert loaded.source_of("db.port") == ValueSource("env", "BACKEND_DB__PORT", "db.port")
     assert loaded.source_of("debug") == ValueSource("override", None, "debug")
     assert loaded.source_of("logging.level") == ValueSource("default")

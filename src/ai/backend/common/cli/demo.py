@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
+from ..configs import ConfigurationError, load_config
 from ..contexts import ContextBundle, bind_request_id, bind_user, current_request_id, current_user
 from ..data import UserData
 from ..exception import BackendAIError, InvalidAPIParameters
+from ..types import BinarySize, HostPortPair, ResourceSlot
 from .context import CLIContext, pass_cli
+from .settings import CommonSettings
 
 __all__ = ("STEPS", "StepResult", "demo")
 
@@ -70,7 +75,46 @@ async def step_contexts(cli: CLIContext) -> StepResult:
     return StepResult("contexts", f"bundle carried request {rid}", ok)
 
 
-STEPS: list[Step] = [step_errors, step_contexts]
+async def step_types(cli: CLIContext) -> StepResult:
+    """Sizes, resource slots and addresses parse and print the way operators write them."""
+    size = BinarySize.from_str("1.5g")
+    slots = ResourceSlot.from_user_input({"cpu": "2", "mem": "4g"}) + ResourceSlot({"cpu": "0.5"})
+    addr = HostPortPair.parse("[::1]:8080")
+    cli.say(f"  [bold]types[/]: 1.5g = {int(size):,} bytes ({size}); slots {slots.to_humanized()}")
+    cli.say(f"  [bold]types[/]: IPv6 address {addr} -> host {addr.host}, port {addr.port}")
+    ok = int(size) == 1_610_612_736 and slots["cpu"] == 2.5 and addr.port == 8080
+    return StepResult("types", f"{size}, {addr}, cpu={slots['cpu']}", ok)
+
+
+async def step_configs(cli: CLIContext) -> StepResult:
+    """Layered config: file, environment and override, each value with its source."""
+    return await asyncio.to_thread(_configs_walkthrough, cli)
+
+
+def _configs_walkthrough(cli: CLIContext) -> StepResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "backend.ai-common.toml")
+        path.write_text('namespace = "demo"\n[events]\ngroup = "agent"\n')
+        env = {"BACKEND_EVENTS__MAX_DELIVERIES": "3"}
+        loaded = load_config(
+            CommonSettings, config_file=path, environ=env, overrides={"redis": "redis://demo"}
+        )
+        for key in ("namespace", "events.group", "events.max_deliveries", "redis", "etcd"):
+            cli.say(f"  [bold]configs[/]: {key:24} from {loaded.source_of(key)}")
+        path.write_text("[events]\nmax-deliveries = 0\n")
+        try:
+            load_config(CommonSettings, config_file=path, env_prefix=None)
+        except ConfigurationError as exc:
+            rejected = str(path) in str(exc) and "events.max-deliveries" in str(exc)
+            cli.say(f"  [bold]configs[/]: bad file rejected: {exc}")
+        else:
+            rejected = False
+    from_env = loaded.source_of("events.max_deliveries").layer == "env"
+    ok = loaded.config.events.max_deliveries == 3 and from_env and rejected
+    return StepResult("configs", "file < env < override, bad value named", ok)
+
+
+STEPS: list[Step] = [step_types, step_errors, step_contexts, step_configs]
 
 
 async def run_demo(cli: CLIContext) -> list[StepResult]:

@@ -83,7 +83,12 @@ class LoadedConfig(Generic[M]):
     def source_of(self, path: str | Sequence[str | int]) -> ValueSource:
         """Where the effective value at ``path`` (``"db.port"`` or ``("db", "port")``) came from."""
         parts = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
-        return self.provenance.leaf_source(parts) or DEFAULT_SOURCE
+        # Keys are recorded as the model spells them; accept snake_case and kebab-case alike.
+        for spelling in (parts, _respell(parts, "_", "-"), _respell(parts, "-", "_")):
+            found = self.provenance.leaf_source(spelling)
+            if found is not None:
+                return found
+        return DEFAULT_SOURCE
 
     def describe(self) -> list[ConfigEntry]:
         """Every effective leaf value with its source; secret values are :data:`REDACTED`."""
@@ -193,6 +198,10 @@ def load_config(
         environ=environ,
         overrides=overrides,
     ).load()
+
+
+def _respell(parts: Sequence[str | int], old: str, new: str) -> tuple[str | int, ...]:
+    return tuple(p.replace(old, new) if isinstance(p, str) else p for p in parts)
 
 
 def _where(source: ValueSource | None, loc: KeyPath) -> str:

@@ -177,23 +177,37 @@ class EtcdServer:
         """Delete every key (the whole keyspace)."""
         self.call("/v3/kv/deleterange", {"key": _b64(b"\0"), "range_end": _b64(b"\0")})
 
+    def check_alive(self) -> None:
+        """Raise the start-up failure (with the log tail) if our process has exited."""
+        process = self.process
+        if process is not None and not process.is_running():
+            if "address already in use" in process.log_since_start().lower():
+                raise AddressInUseError(str(process.failure("a port is taken")))
+            raise process.failure("exited during start-up")
+
+    def log_tail(self) -> str:
+        """The end of the member's log, for error messages."""
+        return "" if self.process is None else self.process.log_tail()
+
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         """Wait until the member reports healthy; fail fast with its log if the process exits."""
-        process = self.process
+        _wait_healthy([self], timeout)
 
-        def ready() -> bool:
-            if process is not None and not process.is_running():
-                if "address already in use" in process.log_since_start().lower():
-                    raise AddressInUseError(str(process.failure("a port is taken")))
-                raise process.failure("exited during start-up")
-            return self.healthy()
 
-        wait_until(
-            ready,
-            timeout,
-            f"{self!r} to report healthy",
-            details=process.log_tail if process is not None else None,
-        )
+def _wait_healthy(members: Sequence[EtcdServer], timeout: float) -> None:
+    """Wait until all ``members`` report healthy; fail as soon as one of them exits."""
+
+    def ready() -> bool:
+        for member in members:
+            member.check_alive()
+        return all(member.healthy() for member in members)
+
+    wait_until(
+        ready,
+        timeout,
+        f"{list(members)} to report healthy",
+        details=lambda: "\n".join(m.log_tail() for m in members),
+    )
 
 
 def _etcd_binary() -> str:
@@ -237,8 +251,7 @@ def _start_members(names: Sequence[str], timeout: float) -> list[EtcdServer]:
         try:
             for member in members:
                 member.spawn()
-            for member in members:
-                member.wait_ready(timeout)
+            _wait_healthy(members, timeout)
         except AddressInUseError:
             for member in members:
                 member.destroy(grace=0)

@@ -9,7 +9,14 @@ from contextlib import asynccontextmanager
 import aetcd
 import pytest
 
-from tests._harness import EtcdCluster, EtcdServer, ExternalServerError, etcd_server_from_env
+from tests._harness import (
+    EtcdCluster,
+    EtcdServer,
+    ExternalServerError,
+    HarnessError,
+    etcd_server_from_env,
+)
+from tests._harness import etcd as harness_etcd
 
 
 @asynccontextmanager
@@ -143,3 +150,20 @@ def test_session_fixture_honours_backend_etcd_addr(
     )
     inner_pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert etcd_server.is_running()
+
+
+def test_a_member_that_cannot_start_fails_the_cluster_fast_with_its_log() -> None:
+    members = harness_etcd._describe_members(["ok", "broken"])
+    assert members[1].process is not None
+    members[1].process.argv.append("--no-such-flag")
+    try:
+        for member in members:
+            member.spawn()
+        with pytest.raises(HarnessError) as excinfo:
+            harness_etcd._wait_healthy(members, timeout=30)
+    finally:
+        for member in members:
+            member.destroy(grace=0)
+    message = str(excinfo.value)
+    assert "etcd-broken: exited during start-up" in message
+    assert "no-such-flag" in message  # etcd's own complaint, from its log

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from tests._harness import ExternalServerError, HarnessError, RedisServer, redis_server_from_env
+from tests._harness import (
+    ExternalServerError,
+    HarnessError,
+    RedisServer,
+    free_port,
+    redis_server_from_env,
+)
+from tests._harness import redis as harness_redis
 from tests._harness.plugin import RedisServerFactory
 from tests._harness.redis import parse_addr
 
@@ -178,3 +187,20 @@ def test_session_fixtures_honour_backend_redis_addr(
     result = inner_pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert target.is_running()  # the inner session did not stop the server it was given
+
+
+def test_a_taken_port_is_retried_with_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        monkeypatch.setattr(harness_redis, "free_port", lambda: next(ports, free_port()))
+        server = harness_redis.start_redis_server(name="retried")
+        try:
+            assert server.port != taken
+            assert server.ping()
+            assert server.process is not None
+            assert "Address already in use" in server.process.log_path.read_text()
+        finally:
+            server.destroy()

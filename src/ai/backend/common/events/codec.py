@@ -169,6 +169,8 @@ class EventCodec:
                     triggered_user=bundle.triggered_user,
                     traceparent=bundle.traceparent,
                 )
+            if bundle == EMPTY_CONTEXT:
+                bundle = EMPTY_CONTEXT  # one shared instance: handlers test it by identity
         if len(self._meta_decoded) >= _CACHE_SIZE:
             self._meta_decoded.clear()
         self._meta_decoded[text] = bundle

@@ -393,13 +393,10 @@ class CircuitBreaker(Policy):
                 return None
             w = st.window
             w.record(outcome, now)
-            if outcome and w.total >= min(self.minimum_calls, self._window_capacity()):
-                if w.failures >= self.failure_rate_threshold * w.total:
-                    self._set(_OPEN, "failure_rate", site)
-                    return True
-                if slow_after is not None and w.slow >= self.slow_call_rate_threshold * w.total:
-                    self._set(_OPEN, "slow_call_rate", site)
-                    return True
+            # A success lowers both rates, so it can only trip the breaker by bringing the
+            # window to its minimum number of calls.
+            if outcome or w.total == self._min_calls():
+                return self._evaluate(site)
             return None
         if state is _HALF_OPEN:
             if outcome == _IGNORE:
@@ -422,8 +419,24 @@ class CircuitBreaker(Policy):
             return False
         return None
 
-    def _window_capacity(self) -> int:
-        return int(self.window_size) if self.window is WindowKind.COUNT else self.minimum_calls
+    def _min_calls(self) -> int:
+        if self.window is WindowKind.COUNT:
+            return min(self.minimum_calls, int(self.window_size))
+        return self.minimum_calls
+
+    def _evaluate(self, site: CallSite) -> bool | None:
+        """Open the closed breaker if a rate over the window reached its threshold."""
+        w = self._st.window
+        total = w.total
+        if total < self._min_calls() or not (w.failures or w.slow):
+            return None
+        if w.failures >= self.failure_rate_threshold * total:
+            self._set(_OPEN, "failure_rate", site)
+            return True
+        if self.slow_call_duration is not None and w.slow >= self.slow_call_rate_threshold * total:
+            self._set(_OPEN, "slow_call_rate", site)
+            return True
+        return None
 
     def _abandon(self, gen: int) -> None:
         """A call admitted under ``gen`` ended without an outcome (cancelled)."""
@@ -444,9 +457,12 @@ class CircuitBreaker(Policy):
         monotonic = self.clock.monotonic
         has_store = self.store is not None
         timed = self.slow_call_duration is not None
+        evaluate = self._evaluate
+        window = st.window
+        min_calls = self._min_calls()
         fast_record = None
-        if not timed and isinstance(st.window, CountWindow):
-            fast_record = st.window.record
+        if not timed and isinstance(window, CountWindow):
+            fast_record = window.record
 
         async def breaker_runner(
             fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -468,6 +484,10 @@ class CircuitBreaker(Policy):
                 raise
             if fast_record is not None and gen == st.generation and st.state is _CLOSED:
                 fast_record(0, 0.0)
+                if window.total == min_calls and window.failures:
+                    changed = evaluate(site)
+                    if changed is not None and has_store:
+                        await publish(changed)
             else:
                 changed = record(gen, 0, started, site)
                 if changed is not None and has_store:

@@ -4,11 +4,16 @@ Fixtures: ``redis_server`` (session), ``redis_url``, ``redis_server_factory``, `
 ``etcd_server`` (session), ``etcd_endpoint``, ``etcd_cluster``. ``BACKEND_REDIS_ADDR`` and
 ``BACKEND_ETCD_ADDR`` (``host:port``) replace the session servers with existing ones.
 
-Guarantees: a test using a ``redis_*``/``etcd_*`` fixture gets the ``redis``/``sentinel``/``etcd``
-marker, so ``-m "not redis"`` starts no server; every process started is stopped at the end of
-its fixture scope, and at exit even after Ctrl-C; an async test fails (as an error at teardown)
-when a task it started is still pending once its fixtures are torn down.
-Limits: the check sees only tasks of the test's own event loop.
+Guarantees:
+- a test using a ``redis_*``/``etcd_*`` fixture gets the ``redis``/``sentinel``/``etcd`` marker,
+  so ``-m "not redis"`` starts no server [harness/test_plugin.py::test_fixtures_mark_their_tests,
+  ::test_deselected_server_tests_start_no_server];
+- every process started is stopped at the end of its fixture scope, and on Ctrl-C
+  [harness/test_cleanup.py::test_ctrl_c_stops_every_server_and_removes_its_directory];
+- an async test fails (as an error at teardown) when a task it started is still pending once
+  its fixtures are torn down [harness/test_plugin.py::test_a_leaked_task_fails_the_test].
+Limits: the check sees only tasks of the test's own event loop; tasks that fixtures own and
+close in their teardown are not leaks.
 """
 
 from __future__ import annotations

@@ -163,10 +163,10 @@ class CallSite:
 
     def emit(self, event: ResilienceEvent) -> None:
         """Deliver ``event`` to every observer; one that raises is logged and skipped."""
-        emit(self.observers, event)
+        _emit(self.observers, event)
 
 
-def emit(observers: Sequence[Observer], event: ResilienceEvent) -> None:
+def _emit(observers: Sequence[Observer], event: ResilienceEvent) -> None:
     """Deliver ``event`` to each observer in order, isolating failures."""
     for observer in observers:
         try:

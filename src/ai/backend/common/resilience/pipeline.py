@@ -100,10 +100,13 @@ class Pipeline(Policy):
         return self.dependency
 
     def _site_of(self, policy: Policy, outer: CallSite) -> CallSite:
+        observers: dict[int, Observer] = {}  # by identity: a nested pipeline repeats ours
+        for observer in (*policy.observers, *self.observers, *outer.observers):
+            observers.setdefault(id(observer), observer)
         return CallSite(
             dependency=self.dependency or outer.dependency,
             operation=self.operation if self.operation is not None else outer.operation,
-            observers=(*policy.observers, *self.observers, *outer.observers),
+            observers=tuple(observers.values()),
         )
 
     def bind(self, nxt: Runner, site: CallSite) -> Runner:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -132,16 +131,13 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[QueueHarness]:
         )
     else:
         # Imported here so that ``-m "not redis"`` never imports redis-py.
-        valkey = importlib.import_module("ai.backend.common.clients.valkey")
-        redis_backend = importlib.import_module("ai.backend.common.message_queue.redis")
+        from ai.backend.common.clients.valkey import ValkeyTarget
+        from ai.backend.common.message_queue.redis import RedisMessageQueue
 
         url: str = request.getfixturevalue("redis_url")
-        target = valkey.ValkeyTarget.from_url(url)
-
+        target = ValkeyTarget.from_url(url)
         harness = QueueHarness(
-            "redis",
-            lambda config: redis_backend.RedisMessageQueue(target, config),
-            asyncio.sleep,
+            "redis", lambda config: RedisMessageQueue(target, config), asyncio.sleep
         )
     try:
         yield harness

@@ -56,7 +56,8 @@ async def test_trim_keeps_pending_and_undelivered() -> None:
             await stopped.ack(*(m.msg_id for m in got[50:]))
             await collect(messages, 1)
             await producer.send(event(102))
-            assert broker.stream_length() == 10
+            # "fast" last read event 99: it still has to see 100..102
+            assert broker.stream_length() == 4
 
 
 async def test_abort_then_aclose_is_a_no_op() -> None:

@@ -317,16 +317,16 @@ class MemoryMessageQueue(AbstractMessageQueue):
         return ids
 
     def _trim(self, stream: _Stream[Mapping[str, str]]) -> None:
-        maxlen = self._config.anycast_trim_maxlen
-        bounds: list[EntryId] = []
-        if len(stream.ids) > maxlen:
-            bounds.append(stream.ids[len(stream.ids) - maxlen])
-        if self._config.anycast_trim_max_age is not None:
+        # The Redis backend's policy: past ``maxlen`` every acked entry may go; entries older
+        # than the age bound go too; never one that a group still needs.
+        bound: EntryId | None = None
+        if len(stream.ids) > self._config.anycast_trim_maxlen:
+            bound = stream.last
+        elif self._config.anycast_trim_max_age is not None:
             cutoff = self._broker._now() - self._config.anycast_trim_max_age
-            bounds.append((int(cutoff * 1000), 0))
-        if not bounds:
+            bound = (int(cutoff * 1000), 0)
+        if bound is None:
             return
-        bound = max(bounds)
         for group in stream.groups.values():
             bound = min(bound, group.last_delivered, *group.pel.keys())
         stream.trim_below(bound)

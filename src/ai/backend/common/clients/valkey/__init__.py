@@ -1,0 +1,79 @@
+"""Valkey/Redis client on redis-py asyncio + hiredis: single server, Sentinel or Cluster.
+
+:class:`ValkeyTarget` says where to connect (and the logical db, TLS, request timeout);
+:class:`ValkeyClient` is the pooled client whose every call passes through a
+:class:`CallHook` (the resilience layer's seam), under ``asyncio.timeout``, with redis errors
+mapped to :class:`ValkeyError` subclasses; :class:`ValkeyStreamClient` adds the typed Streams
+commands the message queue uses.
+
+Guarantees:
+- no ``redis.*`` error leaves a public call
+  [tests/clients/valkey/test_client.py::test_errors_are_mapped];
+- the request timeout is enforced without redis-py's ``socket_timeout`` (no ``wait_for``
+  around each command) [tests/clients/valkey/test_client.py::test_request_timeout];
+- reconnects by itself after a server restart
+  [tests/clients/valkey/test_client.py::test_reconnects_after_server_restart];
+- Sentinel: follows a failover and only uses a server whose ``ROLE`` is master
+  [tests/clients/valkey/test_client.py::test_sentinel_follows_failover]
+  [tests/clients/valkey/test_client.py::test_role_check_refuses_a_replica];
+- every call goes through the hook, which sees mapped errors
+  [tests/clients/valkey/test_client.py::test_hook_sees_every_call];
+- stream trimming never removes an entry pending or undelivered in any group
+  [tests/clients/valkey/test_stream.py::test_trim_retained_keeps_pending_and_undelivered].
+
+Limits: Cluster targets are routed by redis-py's cluster client; multi-key commands must stay in
+one slot [tests/clients/valkey/test_types.py::test_cluster_target_rejects_db].
+"""
+
+from __future__ import annotations
+
+from .client import DEFAULT, ValkeyClient, ValkeySubscription, map_redis_error
+from .exceptions import (
+    ValkeyAuthenticationError,
+    ValkeyClosed,
+    ValkeyConfigError,
+    ValkeyConnectionError,
+    ValkeyError,
+    ValkeyNoGroup,
+    ValkeyReadOnly,
+    ValkeyResponseError,
+    ValkeyTimeout,
+)
+from .hooks import CallHook, passthrough
+from .stream import (
+    ClaimedEntry,
+    GroupInfo,
+    PendingEntry,
+    PendingSummary,
+    StreamEntry,
+    ValkeyStreamClient,
+)
+from .types import TLSOptions, ValkeyClientStatistics, ValkeyMode, ValkeyTarget
+
+__all__ = (
+    "DEFAULT",
+    "CallHook",
+    "ClaimedEntry",
+    "GroupInfo",
+    "PendingEntry",
+    "PendingSummary",
+    "StreamEntry",
+    "TLSOptions",
+    "ValkeyAuthenticationError",
+    "ValkeyClient",
+    "ValkeyClientStatistics",
+    "ValkeyClosed",
+    "ValkeyConfigError",
+    "ValkeyConnectionError",
+    "ValkeyError",
+    "ValkeyMode",
+    "ValkeyNoGroup",
+    "ValkeyReadOnly",
+    "ValkeyResponseError",
+    "ValkeyStreamClient",
+    "ValkeySubscription",
+    "ValkeyTarget",
+    "ValkeyTimeout",
+    "map_redis_error",
+    "passthrough",
+)

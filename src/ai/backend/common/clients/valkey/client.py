@@ -1,0 +1,446 @@
+"""ValkeyClient: one connection pool to a single server, a Sentinel-managed master or a Cluster.
+
+Every call goes through the client's :class:`~.hooks.CallHook`, under ``asyncio.timeout``
+(the target's ``request_timeout``; redis-py's own socket timeout is off, because it wraps every
+command in ``asyncio.wait_for``: about 20 % slower, and on Python 3.11 a ``task.cancel()``
+during a command can be lost), with redis errors mapped to :mod:`.exceptions`.
+
+Guarantees:
+- no ``redis.*`` error leaves a public call; each maps to a ``ValkeyError`` chained ``from``
+  the original [tests/clients/valkey/test_client.py::test_errors_are_mapped];
+- a request that outlives ``request_timeout`` raises ``ValkeyTimeout`` and leaves the pool
+  usable [tests/clients/valkey/test_client.py::test_request_timeout];
+- after the server restarts, the next calls reconnect by themselves
+  [tests/clients/valkey/test_client.py::test_reconnects_after_server_restart];
+- Sentinel: after a failover the client follows the new master, and a connection is only used
+  once the server's ``ROLE`` says ``master`` (a demoted master that answers PING is refused)
+  [tests/clients/valkey/test_client.py::test_sentinel_follows_failover]
+  [tests/clients/valkey/test_client.py::test_role_check_refuses_a_replica].
+
+Limits: the pub/sub subscription loses messages published while it is reconnecting (that is
+pub/sub) [tests/clients/valkey/test_client.py::test_subscription_survives_restart].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar, cast
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+from .exceptions import (
+    ValkeyAuthenticationError,
+    ValkeyClosed,
+    ValkeyConfigError,
+    ValkeyConnectionError,
+    ValkeyError,
+    ValkeyNoGroup,
+    ValkeyReadOnly,
+    ValkeyResponseError,
+    ValkeyTimeout,
+)
+from .hooks import CallHook, passthrough
+from .types import ValkeyClientStatistics, ValkeyMode, ValkeyTarget
+
+__all__ = ("DEFAULT", "RAW_REPLY_COMMANDS", "ValkeyClient", "ValkeySubscription", "map_redis_error")
+
+T = TypeVar("T")
+
+
+class _Default:
+    pass
+
+
+DEFAULT: Final = _Default()
+"""Marker: use the target's ``request_timeout``."""
+
+TimeLimit = float | None | _Default
+
+
+def map_redis_error(exc: BaseException, where: str) -> ValkeyError:
+    """The ``ValkeyError`` for a redis-py (or socket) error raised while talking to ``where``."""
+    text = f"{where}: {exc}"
+    if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError)):
+        return ValkeyAuthenticationError(text)
+    if isinstance(exc, rexc.NoPermissionError):
+        return ValkeyAuthenticationError(text)
+    if isinstance(exc, rexc.ReadOnlyError):
+        return ValkeyReadOnly(text)
+    if isinstance(exc, (rexc.TimeoutError, TimeoutError)):
+        return ValkeyTimeout(text)
+    if isinstance(exc, (rexc.ClusterDownError, rexc.TryAgainError)):
+        return ValkeyConnectionError(text)
+    if isinstance(exc, rexc.ResponseError):
+        message = str(exc)
+        if message.startswith("NOGROUP"):
+            return ValkeyNoGroup(text)
+        if message.startswith(("LOADING", "MASTERDOWN")):
+            return ValkeyConnectionError(text)
+        return ValkeyResponseError(text)
+    if isinstance(exc, (rexc.ConnectionError, rexc.ClusterError, OSError)):
+        return ValkeyConnectionError(text)
+    if isinstance(exc, rexc.DataError):
+        return ValkeyConfigError(text)
+    return ValkeyError(text)
+
+
+_MAPPED = (rexc.RedisError, OSError)
+
+RAW_REPLY_COMMANDS: Final = (
+    "XREAD",
+    "XREADGROUP",
+    "XRANGE",
+    "XREVRANGE",
+    "XCLAIM",
+    "XAUTOCLAIM",
+    "XPENDING",
+    "XINFO STREAM",
+    "XINFO GROUPS",
+    "XINFO CONSUMERS",
+)
+"""Commands whose replies this client returns as the server sent them (flat lists), not
+reshaped by redis-py's response callbacks: cheaper on the hot path, and one shape for all."""
+
+
+class ValkeyClient:
+    """A pooled client of one :class:`~.types.ValkeyTarget`.
+
+    ``async with ValkeyClient(target) as client`` connects (one PING) and ``aclose()``
+    releases every connection; both are idempotent. Responses are raw (bytes) as redis-py
+    returns them with ``decode_responses=False``.
+    """
+
+    def __init__(self, target: ValkeyTarget, *, hook: CallHook | None = None) -> None:
+        self._target = target
+        self._hook: CallHook = hook if hook is not None else passthrough
+        self._redis: aioredis.Redis | RedisCluster | None = None
+        self._sentinel: Sentinel | None = None
+        self._closed = False
+        self._calls = 0
+        self._failures = 0
+        self._timeouts = 0
+        self._connections_created = 0
+
+    @property
+    def target(self) -> ValkeyTarget:
+        """Where this client connects."""
+        return self._target
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Build the pool and check the server answers (PING); idempotent.
+
+        Raises ``ValkeyConnectionError`` if it does not; cancelling leaves nothing open.
+        """
+        if self._closed:
+            raise ValkeyClosed(f"valkey client of {self._target.describe()} is closed")
+        if self._redis is not None:
+            return
+        self._redis = self._build()
+        try:
+            await self.execute("PING")
+        except BaseException:
+            await self._release()
+            raise
+
+    async def aclose(self) -> None:
+        """Close every connection; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._release()
+
+    async def _release(self) -> None:
+        redis, sentinel = self._redis, self._sentinel
+        self._redis = self._sentinel = None
+        if redis is not None:
+            await redis.aclose()
+        if sentinel is not None:
+            await sentinel.aclose()
+
+    def _connection_options(self) -> dict[str, Any]:
+        target = self._target
+        options: dict[str, Any] = {
+            "username": target.username,
+            "password": target.password,
+            "socket_timeout": None,  # deadlines come from asyncio.timeout in call()
+            "socket_connect_timeout": target.connect_timeout,
+            "socket_keepalive": True,
+            "retry": Retry(NoBackoff(), target.retries),
+            "decode_responses": False,
+            "client_name": target.client_name,
+            "health_check_interval": 0,
+        }
+        if target.max_connections is not None:
+            options["max_connections"] = target.max_connections
+        if target.tls is not None:
+            tls = target.tls
+            options.update(
+                ssl=True,
+                ssl_ca_certs=tls.ca_file,
+                ssl_certfile=tls.cert_file,
+                ssl_keyfile=tls.key_file,
+                ssl_cert_reqs=ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE,
+                ssl_check_hostname=tls.check_hostname and tls.verify,
+            )
+        return options
+
+    def _build(self) -> aioredis.Redis | RedisCluster:
+        redis = self._build_client()
+        callbacks = getattr(redis, "response_callbacks", None)
+        if callbacks is not None:
+            for command in RAW_REPLY_COMMANDS:
+                callbacks.pop(command, None)
+        return redis
+
+    def _build_client(self) -> aioredis.Redis | RedisCluster:
+        target = self._target
+        options = self._connection_options()
+        if target.mode is ValkeyMode.CLUSTER:
+            options.pop("health_check_interval")
+            return RedisCluster(
+                startup_nodes=[ClusterNode(a.host, a.port) for a in target.nodes], **options
+            )
+        options["db"] = target.db
+        options["redis_connect_func"] = self._on_connect
+        if target.mode is ValkeyMode.SENTINEL:
+            sentinel_options = {
+                "password": target.sentinel_password,
+                "socket_timeout": target.connect_timeout,
+                "socket_connect_timeout": target.connect_timeout,
+                "decode_responses": False,
+            }
+            if target.tls is not None:
+                sentinel_options.update({k: v for k, v in options.items() if k.startswith("ssl")})
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                [(a.host, a.port) for a in target.sentinels],
+                min_other_sentinels=0,
+                sentinel_kwargs=sentinel_options,
+                **options,
+            )
+            return cast(
+                aioredis.Redis,
+                self._sentinel.master_for(
+                    cast(str, target.service_name), redis_class=aioredis.Redis
+                ),
+            )
+        return aioredis.Redis(host=target.host, port=target.port, **options)
+
+    async def _on_connect(self, connection: Connection) -> None:
+        """Handshake of every new connection; in Sentinel mode, refuse a non-master."""
+        await connection.on_connect_check_health(check_health=True)
+        self._connections_created += 1
+        if self._target.mode is ValkeyMode.SENTINEL:
+            await connection.send_command("ROLE")
+            reply = await connection.read_response()
+            role = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            if role != "master":
+                raise rexc.ConnectionError(
+                    f"{connection.host}:{connection.port} has role {role!r}, not master "
+                    f"(service {self._target.service_name!r} is failing over)"
+                )
+
+    def _require_open(self) -> aioredis.Redis | RedisCluster:
+        if self._redis is None:
+            state = "closed" if self._closed else "not open (use `async with`)"
+            raise ValkeyClosed(f"valkey client of {self._target.describe()} is {state}")
+        return self._redis
+
+    @property
+    def raw(self) -> aioredis.Redis | RedisCluster:
+        """The redis-py client, for what this class does not wrap. Calls made on it bypass
+        the hook, the request timeout and the error mapping, and the commands of
+        ``RAW_REPLY_COMMANDS`` return raw replies."""
+        return self._require_open()
+
+    # -- calls --------------------------------------------------------------------
+
+    async def call(
+        self,
+        operation: str,
+        factory: Callable[[Any], Awaitable[T]],
+        *,
+        time_limit: TimeLimit = DEFAULT,
+    ) -> T:
+        """Run ``factory(redis)`` through the hook, under the request timeout, errors mapped.
+
+        ``time_limit`` overrides the target's ``request_timeout`` (blocking reads pass their
+        block time plus it). Cancelling drops the connection the call was using.
+        """
+        redis = self._require_open()
+        limit = self._target.request_timeout if isinstance(time_limit, _Default) else time_limit
+
+        async def guarded() -> T:
+            self._calls += 1
+            try:
+                async with asyncio.timeout(limit):
+                    return await factory(redis)
+            except TimeoutError as exc:
+                self._failures += 1
+                self._timeouts += 1
+                raise ValkeyTimeout(
+                    f"{self._target.describe()}: {operation} took longer than {limit} s"
+                ) from exc
+            except _MAPPED as exc:
+                self._failures += 1
+                error = map_redis_error(exc, self._target.describe())
+                if isinstance(error, ValkeyTimeout):
+                    self._timeouts += 1
+                raise error from exc
+
+        return await self._hook(operation, guarded)
+
+    async def execute(self, *args: Any, time_limit: TimeLimit = DEFAULT) -> Any:
+        """Run one command (``await client.execute("SET", "k", "v")``)."""
+        name = str(args[0]).lower() if args else "command"
+        return await self.call(name, lambda r: r.execute_command(*args), time_limit=time_limit)
+
+    async def pipeline(
+        self,
+        commands: Sequence[Sequence[Any]],
+        *,
+        transaction: bool = False,
+        operation: str = "pipeline",
+        raise_on_error: bool = True,
+        time_limit: TimeLimit = DEFAULT,
+    ) -> list[Any]:
+        """Run several commands in one round trip (``MULTI``/``EXEC`` when ``transaction``);
+        results in order. With ``raise_on_error=False`` failed commands yield their mapped
+        ``ValkeyError`` in place of a result."""
+
+        async def run(redis: Any) -> list[Any]:
+            pipe = redis.pipeline(transaction=transaction)
+            for command in commands:
+                pipe.execute_command(*command)
+            return cast(list[Any], await pipe.execute(raise_on_error=raise_on_error))
+
+        results = await self.call(operation, run, time_limit=time_limit)
+        if raise_on_error:
+            return results
+        where = self._target.describe()
+        return [map_redis_error(r, where) if isinstance(r, rexc.RedisError) else r for r in results]
+
+    async def ping(self) -> bool:
+        """True when the server answers."""
+        return bool(await self.execute("PING"))
+
+    async def role(self) -> str:
+        """The server's replication role: ``master``, ``slave`` or ``sentinel``."""
+        reply = await self.execute("ROLE")
+        first = reply[0]
+        return first.decode() if isinstance(first, bytes) else str(first)
+
+    def subscription(self, *channels: str) -> ValkeySubscription:
+        """A pub/sub subscription to ``channels`` (open it with ``async with``)."""
+        return ValkeySubscription(self, channels)
+
+    def statistics(self) -> ValkeyClientStatistics:
+        """A snapshot of this client's counters."""
+        in_use = 0
+        pool = getattr(self._redis, "connection_pool", None)
+        if pool is not None:
+            in_use = len(getattr(pool, "_in_use_connections", ()))
+        return ValkeyClientStatistics(
+            calls=self._calls,
+            failures=self._failures,
+            timeouts=self._timeouts,
+            connections_created=self._connections_created,
+            connections_in_use=in_use,
+        )
+
+
+class ValkeySubscription:
+    """One pub/sub connection subscribed to fixed channels; it resubscribes after a reconnect.
+
+    ``async with client.subscription("events_all") as sub`` subscribes and waits until the
+    server confirmed every channel, so nothing published afterwards is missed.
+    """
+
+    def __init__(self, client: ValkeyClient, channels: Sequence[str]) -> None:
+        if not channels:
+            raise ValkeyConfigError("subscription: no channel given")
+        self._client = client
+        self._channels = tuple(channels)
+        self._pubsub: PubSub | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Subscribe and wait for the server's confirmation of every channel."""
+        if self._pubsub is not None:
+            return
+        redis = self._client._require_open()
+        pubsub = self._pubsub = redis.pubsub()
+        try:
+            await self._client.call("subscribe", lambda _: pubsub.subscribe(*self._channels))
+            pending = set(self._channels)
+            while pending:
+                message = await self._client.call(
+                    "subscribe", lambda _: pubsub.get_message(timeout=1.0)
+                )
+                if message is not None and message["type"] == "subscribe":
+                    channel = message["channel"]
+                    pending.discard(channel.decode() if isinstance(channel, bytes) else channel)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def get(self, max_wait: float | None) -> tuple[str, bytes] | None:
+        """The next message as ``(channel, data)``, or ``None`` after ``max_wait`` seconds.
+
+        A broken connection raises ``ValkeyConnectionError``; the next ``get`` reconnects and
+        resubscribes.
+        """
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise ValkeyClosed("subscription is not open")
+        request_timeout = self._client.target.request_timeout
+        limit = None if max_wait is None or request_timeout is None else max_wait + request_timeout
+        message = await self._client.call(
+            "pubsub.get",
+            lambda _: pubsub.get_message(ignore_subscribe_messages=True, timeout=max_wait),
+            time_limit=limit,
+        )
+        if message is None or message["type"] != "message":
+            return None
+        channel = message["channel"]
+        return (channel.decode() if isinstance(channel, bytes) else channel), message["data"]
+
+    async def aclose(self) -> None:
+        """Unsubscribe and release the connection; idempotent."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

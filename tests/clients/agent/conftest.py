@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -53,3 +54,10 @@ async def pool(metrics: AgentRPCMetrics) -> AsyncIterator[AgentRPCPool]:
     """A pool with short timeouts."""
     async with AgentRPCPool(call_timeout=10.0, connect_timeout=5.0, metrics=metrics) as p:
         yield p
+
+
+async def until(predicate: Callable[[], bool], *, deadline: float = 30.0) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``deadline`` seconds."""
+    async with asyncio.timeout(deadline):
+        while not predicate():  # noqa: ASYNC110 (a condition with a deadline, not an event)
+            await asyncio.sleep(0.005)

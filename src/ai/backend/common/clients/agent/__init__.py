@@ -38,13 +38,15 @@ from .exceptions import (
     AgentConnectionLost,
     AgentInvalidArgument,
     AgentMethodNotFound,
+    AgentPoolClosed,
     AgentProtocolError,
     AgentRemoteError,
     AgentRPCError,
     AgentUnreachable,
 )
 from .metrics import AgentRPCMetrics
-from .pool import AgentPeer, AgentRPCPool, CallPolicy
+from .policy import agent_policy
+from .pool import AgentPeer, AgentRPCPool
 from .server import AgentRPCServer, RPCHandler
 from .types import (
     AgentPoolStatistics,
@@ -62,6 +64,7 @@ __all__ = (
     "AgentInvalidArgument",
     "AgentMethodNotFound",
     "AgentPeer",
+    "AgentPoolClosed",
     "AgentPoolStatistics",
     "AgentProtocolError",
     "AgentRPCError",
@@ -71,8 +74,8 @@ __all__ = (
     "AgentRemoteError",
     "AgentServerStatistics",
     "AgentUnreachable",
-    "CallPolicy",
     "CurveKeyPair",
     "RPCHandler",
+    "agent_policy",
     "generate_keypair",
 )

@@ -11,6 +11,7 @@
     ├── AgentCallCancelled            500  agent_execute_canceled      (the agent cancelled it)
     ├── AgentProtocolError            500  agent_parse_invalid-parameters
     ├── AgentInvalidArgument          400  (InvalidArgument: a value cannot be encoded, bad option)
+    ├── AgentPoolClosed               500  agent_request_canceled     (the pool is not open)
     └── AgentRemoteError              500  agent_execute_internal-error (the handler raised)
         └── AgentMethodNotFound       404  agent_execute_not-found     (LookupError)
 
@@ -41,6 +42,7 @@ __all__ = (
     "AgentConnectionLost",
     "AgentInvalidArgument",
     "AgentMethodNotFound",
+    "AgentPoolClosed",
     "AgentProtocolError",
     "AgentRPCError",
     "AgentRemoteError",
@@ -136,6 +138,14 @@ class AgentInvalidArgument(AgentRPCError, InvalidArgument):
     error_title = "Invalid agent RPC argument."
     status_code = 400
     error_detail = ErrorDetail.INVALID_PARAMETERS
+
+
+class AgentPoolClosed(AgentRPCError):
+    """The pool is not open (never opened, or closed): no call can be made through it."""
+
+    error_type = _PROBS + "agent-rpc-pool-closed"
+    error_title = "Agent RPC pool is closed."
+    error_detail = ErrorDetail.CANCELED
 
 
 class AgentRemoteError(AgentRPCError):

@@ -35,7 +35,9 @@ Guarantees:
 
 Limits:
 - a call in flight when the connection drops is not retried (it may have run on the agent)
-  [tests/clients/agent/test_pool.py::test_connection_lost_not_retried].
+  [tests/clients/agent/test_pool.py::test_connection_lost_not_retried];
+- a call whose agent shuts down gracefully ends with :class:`~.exceptions.AgentCallCancelled`
+  [tests/clients/agent/test_pool.py::test_server_shutdown_cancels_call].
 """
 
 from __future__ import annotations
@@ -49,33 +51,36 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Protocol, Self, cast
+from typing import Any, Final, Self, cast
 
 import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from ...contexts import ContextBundle
+from ...resilience import BreakerOpen, Policy
 from . import _wire as wire
 from .exceptions import (
     AgentAuthenticationFailed,
     AgentCallCancelled,
     AgentCallTimeout,
+    AgentCircuitOpen,
     AgentConnectionLost,
     AgentInvalidArgument,
     AgentMethodNotFound,
+    AgentPoolClosed,
     AgentProtocolError,
     AgentRemoteError,
     AgentRPCError,
     AgentUnreachable,
 )
 from .metrics import AgentRPCMetrics
+from .policy import agent_policy
 from .types import AgentPoolStatistics, CurveKeyPair, z85_key
 
 __all__ = (
     "AgentPeer",
     "AgentRPCPool",
-    "CallPolicy",
 )
 
 log = logging.getLogger(__name__)
@@ -95,13 +100,6 @@ _HANDSHAKE_FAILED: Final = (
 _SEQ_MOD: Final = 2**32
 _NO_TIMEOUT: Final = object()
 _monitor_ids = itertools.count()
-
-
-class CallPolicy(Protocol):
-    """What the pool needs of a resilience policy: ``await policy.call(fn, *args)``."""
-
-    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(*args, **kwargs)`` under the policy."""
 
 
 @dataclass(slots=True)
@@ -264,9 +262,16 @@ class _Connection:
         if not self.ready.done():
             self.ready.set_exception(reason)
             self.ready.exception()  # mark retrieved: nobody may be waiting
-        for slot in self.pending.values():
-            if not slot.future.done():
-                slot.future.set_exception(reason)
+        if self.pending:
+            # A sent call may have run on the agent: it is lost, never plainly unreachable.
+            lost = (
+                reason
+                if isinstance(reason, AgentConnectionLost)
+                else AgentConnectionLost(str(reason), data={"address": self.address})
+            )
+            for slot in self.pending.values():
+                if not slot.future.done():
+                    slot.future.set_exception(lost)
         current = asyncio.current_task()
         for task in self.tasks:
             if task is not current:
@@ -341,8 +346,10 @@ class AgentRPCPool:
     ``call_timeout`` is the default deadline of a call (retries included), ``connect_timeout``
     bounds the handshake, ``idle_timeout`` evicts connections unused that long (checked every
     ``idle_check_interval`` seconds). ``keypair`` (the manager's) with a per-agent public key
-    turns on CurveZMQ. ``policy_factory(address)`` returns the resilience policy (breaker and
-    retry) applied to each call to that agent, built once per address.
+    turns on CurveZMQ. ``policy_factory(address)`` returns the resilience policy applied to each
+    call to that agent, built once per address and kept across reconnects (default
+    :func:`~.policy.agent_policy`: retry unreachable connects, then a circuit breaker; ``None``
+    for no policy).
     """
 
     def __init__(
@@ -356,7 +363,7 @@ class AgentRPCPool:
         tcp_keepalive: int = 60,
         keypair: CurveKeyPair | None = None,
         zap_domain: str = "local",
-        policy_factory: Callable[[str], CallPolicy] | None = None,
+        policy_factory: Callable[[str], Policy] | None = agent_policy,
         metrics: AgentRPCMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -381,7 +388,7 @@ class AgentRPCPool:
         self._keypair = keypair
         self._zap_domain = zap_domain
         self._policy_factory = policy_factory
-        self._policies: dict[str, CallPolicy] = {}
+        self._policies: dict[str, Policy] = {}
         self._metrics = metrics if metrics is not None else AgentRPCMetrics.default()
         self._clock = clock
         self._conns: dict[str, _Connection] = {}
@@ -426,7 +433,7 @@ class AgentRPCPool:
             ready.set()
             await self._stop.wait()
             for conn in list(self._conns.values()):
-                conn.close(AgentUnreachable(f"pool closed (agent at {conn.address})"), "closed")
+                conn.close(AgentPoolClosed(f"pool closed (agent at {conn.address})"), "closed")
             evictor.cancel()
 
     async def aclose(self) -> None:
@@ -440,7 +447,7 @@ class AgentRPCPool:
             return
         self._state = "closed"
         for conn in list(self._conns.values()):
-            conn.close(AgentUnreachable(f"pool closed (agent at {conn.address})"), "closed")
+            conn.close(AgentPoolClosed(f"pool closed (agent at {conn.address})"), "closed")
         self._stop.set()
         try:
             if self._runner is not None:
@@ -456,11 +463,12 @@ class AgentRPCPool:
 
     def _check_open(self) -> None:
         if self._state != "open":
-            raise AgentUnreachable(f"AgentRPCPool is {self._state}, not open")
+            raise AgentPoolClosed(f"AgentRPCPool is {self._state}, not open")
 
     # -- connections --------------------------------------------------------------------------
 
     async def _connection(self, address: str, server_key: bytes | None) -> _Connection:
+        self._check_open()
         opening = self._opening.get(address)
         if opening is not None:
             return await asyncio.shield(opening)  # shared: one waiter's cancel must not abort it
@@ -537,7 +545,7 @@ class AgentRPCPool:
             disconnects=self._disconnects,
         )
 
-    def policy(self, address: str) -> CallPolicy | None:
+    def policy(self, address: str) -> Policy | None:
         """The resilience policy guarding calls to ``address`` (``None`` without a factory)."""
         if self._policy_factory is None:
             return None
@@ -604,6 +612,12 @@ class AgentRPCPool:
             self._metrics.observe(method, outcome, clock() - started)
 
     def _map_policy_error(self, address: str, exc: BaseException) -> BaseException:
+        if isinstance(exc, BreakerOpen):
+            return AgentCircuitOpen(
+                f"circuit breaker of agent at {address} is open: {exc}",
+                data={"address": address},
+                retry_after=exc.retry_after,
+            )
         return exc
 
     async def _attempt(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Self
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from .multiprocess import multiprocess_dir, render_multiprocess
 from .observers import (
@@ -19,8 +19,8 @@ from .types import MetricNaming
 
 __all__ = ("EXPOSITION_CONTENT_TYPE", "CommonMetricRegistry")
 
-EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
-"""The content type of the Prometheus text exposition (format 0.0.4)."""
+EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The content type of what ``generate_latest`` writes: the Prometheus text format 0.0.4."""
 
 
 class CommonMetricRegistry:

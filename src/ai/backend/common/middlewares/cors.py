@@ -1,0 +1,140 @@
+"""CORS middleware: answers preflights and adds the CORS headers to allowed origins.
+
+Guarantees:
+- a preflight (``OPTIONS`` with ``Access-Control-Request-Method``) from an allowed origin for
+  an allowed method and headers gets 204 with the allow headers, without reaching auth or the
+  handler [tests/middlewares/test_cors.py::test_preflight_allowed];
+- a preflight asking for anything not allowed gets 403 and no allow headers
+  [tests/middlewares/test_cors.py::test_preflight_rejected];
+- responses to allowed origins (errors included) carry ``Access-Control-Allow-Origin``; with
+  credentials the origin is echoed, never ``*``; ``Vary: Origin`` is set whenever the answer
+  depends on the origin [tests/middlewares/test_cors.py::test_simple_request_headers].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from ..exception import InvalidArgument
+from ..web import CORSRejected, add_response_header, apply_response_headers, problem_response
+
+__all__ = ("CORSOptions", "cors_middleware")
+
+_DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_DEFAULT_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Date",
+    "X-BackendAI-Date",
+    "X-BackendAI-Version",
+    "X-BackendAI-Token",
+    "X-BackendAI-RequestID",
+)
+_DEFAULT_EXPOSE = ("X-BackendAI-RequestID",)
+
+
+@dataclass(frozen=True)
+class CORSOptions:
+    """Which cross-origin requests are allowed; ``allow_origins=("*",)`` allows any origin."""
+
+    allow_origins: Collection[str] = ()
+    allow_methods: Collection[str] = _DEFAULT_METHODS
+    allow_headers: Collection[str] = _DEFAULT_HEADERS
+    expose_headers: Collection[str] = _DEFAULT_EXPOSE
+    allow_credentials: bool = False
+    max_age: int | None = 600
+    _origins: frozenset[str] = field(init=False, repr=False)
+    _methods: frozenset[str] = field(init=False, repr=False)
+    _headers: frozenset[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.allow_origins, str):
+            raise InvalidArgument(
+                "allow_origins must be a collection of origins, not a string",
+                data={"field": "allow_origins"},
+            )
+        object.__setattr__(self, "_origins", frozenset(o.rstrip("/") for o in self.allow_origins))
+        object.__setattr__(self, "_methods", frozenset(m.upper() for m in self.allow_methods))
+        object.__setattr__(self, "_headers", frozenset(h.lower() for h in self.allow_headers))
+
+    @property
+    def any_origin(self) -> bool:
+        """Whether every origin is allowed."""
+        return "*" in self._origins
+
+    def origin_allowed(self, origin: str) -> bool:
+        """Whether ``origin`` may read responses."""
+        return self.any_origin or origin in self._origins
+
+    def method_allowed(self, method: str) -> bool:
+        """Whether a cross-origin request may use ``method``."""
+        return method.upper() in self._methods
+
+    def headers_allowed(self, names: Collection[str]) -> bool:
+        """Whether a cross-origin request may send all of ``names``."""
+        return all(name.lower() in self._headers for name in names)
+
+
+def cors_middleware(options: CORSOptions) -> Middleware:
+    """The middleware for ``options``."""
+    allow_methods = ", ".join(sorted(options._methods))
+    allow_headers = ", ".join(sorted(options.allow_headers))
+    expose_headers = ", ".join(options.expose_headers)
+    varies = not options.any_origin or options.allow_credentials
+
+    def allow_origin_value(origin: str) -> str:
+        return "*" if options.any_origin and not options.allow_credentials else origin
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get(hdrs.ORIGIN)
+        if varies:
+            add_response_header(request, hdrs.VARY, "Origin")
+        requested_method = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
+        if origin is not None and request.method == hdrs.METH_OPTIONS and requested_method:
+            raw = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS, "")
+            requested_headers = [h.strip() for h in raw.split(",") if h.strip()]
+            problem: str | None = None
+            if not options.origin_allowed(origin):
+                problem = f"origin {origin[:100]!r} is not allowed"
+            elif not options.method_allowed(requested_method):
+                problem = f"method {requested_method[:20]!r} is not allowed"
+            elif not options.headers_allowed(requested_headers):
+                problem = f"headers {raw[:200]!r} are not allowed"
+            preflight: web.Response
+            if problem is not None:
+                preflight = problem_response(CORSRejected(f"CORS preflight rejected: {problem}"))
+            else:
+                preflight = web.Response(status=204)
+                headers = preflight.headers
+                headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = allow_origin_value(origin)
+                headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = allow_methods
+                if requested_headers:
+                    headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = allow_headers
+                if options.allow_credentials:
+                    headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
+                if options.max_age is not None:
+                    headers[hdrs.ACCESS_CONTROL_MAX_AGE] = str(options.max_age)
+            apply_response_headers(request, preflight)
+            return preflight
+        if origin is not None and options.origin_allowed(origin):
+            add_response_header(
+                request, hdrs.ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin_value(origin)
+            )
+            if options.allow_credentials:
+                add_response_header(request, hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")
+            if expose_headers:
+                add_response_header(request, hdrs.ACCESS_CONTROL_EXPOSE_HEADERS, expose_headers)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            apply_response_headers(request, exc)
+            raise
+        apply_response_headers(request, response)
+        return response
+
+    return cors

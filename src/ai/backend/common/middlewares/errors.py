@@ -1,0 +1,77 @@
+"""Error middleware: exceptions become problem+json responses; nothing leaks to the client.
+
+Guarantees:
+- a ``BackendAIError`` becomes its ``problem()`` body, its status and
+  ``application/problem+json`` [tests/middlewares/test_errors.py::test_backendai_error_rendered];
+- any other exception becomes a 500 with an error id, logged once with its traceback, and no
+  traceback or message in the body [tests/middlewares/test_errors.py::test_unexpected_error_500];
+- aiohttp's ``HTTPException`` (404, 405, redirects, 413) passes through with its own status and
+  headers [tests/middlewares/test_errors.py::test_http_exceptions_pass_through];
+- cancellation is never turned into a response
+  [tests/middlewares/test_errors.py::test_cancel_propagates].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from ..contexts import current_request_id
+from ..exception import BackendAIError
+from ..web import ERROR_CODE_KEY, canonical_route, problem_response
+
+__all__ = ("InternalServerError", "error_middleware")
+
+log = logging.getLogger(__name__)
+
+
+class InternalServerError(BackendAIError):
+    """What the client sees of an unexpected exception: an error id, nothing else."""
+
+
+def error_middleware(*, logger: logging.Logger | None = None) -> Middleware:
+    """The middleware; unexpected exceptions are logged to ``logger`` (this module's by default)."""
+    logger = logger or log
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except BackendAIError as exc:
+            request[ERROR_CODE_KEY] = exc.error_code()
+            if exc.status_code >= 500:
+                logger.warning(
+                    "%s %s failed: %r",
+                    request.method,
+                    canonical_route(request),
+                    exc,
+                    extra={"request_id": current_request_id(), "error_code": str(exc.error_code())},
+                )
+            return problem_response(exc)
+        except Exception:
+            error_id = str(uuid.uuid4())
+            request_id = current_request_id()
+            logger.exception(
+                "unexpected error %s in %s %s (request %s)",
+                error_id,
+                request.method,
+                canonical_route(request),
+                request_id,
+                extra={"request_id": request_id, "error_id": error_id},
+            )
+            error = InternalServerError(
+                f"Internal server error (error id {error_id}).",
+                data={"error_id": error_id, "request_id": request_id},
+            )
+            request[ERROR_CODE_KEY] = error.error_code()
+            return problem_response(error)
+
+    return errors

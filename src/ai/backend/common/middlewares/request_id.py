@@ -1,0 +1,46 @@
+"""Request id middleware: read ``X-BackendAI-RequestID`` or make one, bind it, echo it.
+
+Guarantees: every response, errors and streams included, carries the request id, which is the
+client's when valid and a fresh one otherwise; it is bound (``contexts.current_request_id``)
+while the request is handled [tests/middlewares/test_request_id.py::test_request_id_echoed].
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from ..contexts import bind_client_ip, bind_request_id, new_request_id
+from ..web import REQUEST_ID_KEY, add_response_header, apply_response_headers
+
+__all__ = ("REQUEST_ID_HEADER", "request_id_middleware")
+
+REQUEST_ID_HEADER = "X-BackendAI-RequestID"
+_MAX_LEN = 256
+
+
+def _valid(value: str) -> bool:
+    return 0 < len(value) <= _MAX_LEN and value.isascii() and value.isprintable()
+
+
+def request_id_middleware(
+    *, header: str = REQUEST_ID_HEADER, trust_incoming: bool = True
+) -> Middleware:
+    """The middleware; an incoming id is used only when ``trust_incoming`` and well-formed."""
+
+    @web.middleware
+    async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+        incoming = request.headers.get(header) if trust_incoming else None
+        rid = incoming if incoming is not None and _valid(incoming) else new_request_id()
+        request[REQUEST_ID_KEY] = rid
+        add_response_header(request, header, rid)
+        with bind_request_id(rid), bind_client_ip(request.remote):
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                apply_response_headers(request, exc)
+                raise
+        apply_response_headers(request, response)
+        return response
+
+    return request_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -228,6 +229,18 @@ async def test_retry_waits_for_a_short_open_breaker() -> None:
     assert await pipeline.call(dep) == "ok"
     assert clock.sleeps == [1.0, 1.0, 4.0]  # the last sleep is the breaker's retry_after
     assert dep.calls == 3
+
+
+def test_policies_are_immutable_and_compared_by_identity() -> None:
+    retry = Retry(max_attempts=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        retry.max_attempts = 5  # type: ignore[misc]
+    pipeline = Pipeline([retry])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pipeline.policies = ()  # type: ignore[misc]
+    twin = CircuitBreaker(name="same")
+    assert twin != CircuitBreaker(name="same")  # same settings, distinct state
+    assert len({twin, twin}) == 1
 
 
 def test_rejects_non_policies() -> None:

@@ -68,6 +68,8 @@ async def test_rejects_with_retry_after() -> None:
     assert rec.of(CallRejected)[0].reason is RejectReason.RATE_LIMITED
     clock.advance(0.5)
     assert await try_call(limiter)
+    stats = limiter.statistics()
+    assert (stats.tokens, stats.burst, stats.rejected) == (0.0, 2.0, 1)
 
 
 async def test_waits_in_order() -> None:

@@ -1,6 +1,7 @@
 """The policy interface: how a policy wraps the next step of a call.
 
-A policy is an immutable description (limits, thresholds, observers). When a pipeline is built,
+A policy is an immutable description (limits, thresholds, observers), compared by identity
+since two equal-looking breakers still hold distinct state. When a pipeline is built,
 each policy :meth:`Policy.bind` s itself once around the next step and returns a *runner*: an
 async callable ``runner(fn, args, kwargs)`` that applies the policy and calls the next runner.
 The innermost step is :func:`invoke`, which calls ``fn(*args, **kwargs)``. Per call, a pipeline
@@ -74,11 +75,15 @@ class Policy(ABC):
     def call(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, T]:
-        """Run ``fn(*args, **kwargs)`` under this policy; await the result."""
+        """Run ``fn(*args, **kwargs)`` under this policy; await the result.
+
+        Cancelling the awaiting task cancels the call at once; the policy's state is left as if
+        the call had not happened (no failure recorded, slots and probe permits released).
+        """
         return self._runner(fn, args, kwargs)  # type: ignore[return-value]
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an async function so that every call runs under this policy."""
+        """Decorate an async function so that every call runs under this policy (see ``call``)."""
         run = self._runner
 
         @functools.wraps(fn)

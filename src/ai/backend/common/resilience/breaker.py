@@ -157,7 +157,7 @@ def _bad(field_name: str, value: object, rule: str) -> InvalidArgument:
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class CircuitBreaker(Policy):
     """A circuit breaker named ``name``; its state is shared by every pipeline holding it."""
 

@@ -59,7 +59,7 @@ class _State:
         self.waiters: deque[asyncio.Future[bool]] = deque()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class Bulkhead(Policy):
     """At most ``max_concurrent`` calls at once; up to ``max_queue`` more wait for a slot."""
 

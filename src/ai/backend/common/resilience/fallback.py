@@ -22,7 +22,7 @@ __all__ = ("Fallback",)
 _MISSING: Any = object()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class Fallback(Policy):
     """On an error of type ``on``, return ``value`` or ``await handler(error)`` instead."""
 

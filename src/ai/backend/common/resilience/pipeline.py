@@ -60,7 +60,7 @@ async def _await(
     return await fn(*args, **kwargs)
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, slots=True, init=False, eq=False)
 class Pipeline(Policy):
     """Policies applied in order, outermost first; itself a policy, so pipelines nest."""
 

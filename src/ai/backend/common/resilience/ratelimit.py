@@ -28,7 +28,18 @@ from .clock import SYSTEM_CLOCK, Clock
 from .events import CallRejected, CallSite, Observer, RejectReason
 from .exceptions import RateLimited
 
-__all__ = ("RateLimiter",)
+__all__ = ("RateLimiter", "RateLimiterStatistics")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimiterStatistics:
+    """A snapshot of a rate limiter."""
+
+    tokens: float
+    """Tokens available now (negative while waiters hold reservations)."""
+    burst: float
+    rejected: int
+    """Calls refused since the limiter was built."""
 
 
 class _Bucket:
@@ -40,7 +51,7 @@ class _Bucket:
         self.rejected = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class RateLimiter(Policy):
     """Admit at most ``rate`` calls per ``period`` seconds, with bursts up to ``burst``."""
 
@@ -84,6 +95,11 @@ class RateLimiter(Policy):
         """Tokens available now (negative while waiters hold reservations)."""
         self._refill()
         return self._bucket.tokens
+
+    def statistics(self) -> RateLimiterStatistics:
+        """Tokens available, capacity and rejections."""
+        assert self.burst is not None
+        return RateLimiterStatistics(self.available(), self.burst, self._bucket.rejected)
 
     def _refill(self) -> None:
         b = self._bucket

@@ -214,7 +214,7 @@ class RetryBudget:
         return f"RetryBudget(name={self.name!r}, capacity={self.capacity}, rate={self.rate})"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class Retry(Policy):
     """Run the call up to ``max_attempts`` times while it fails with a retryable error."""
 

@@ -30,7 +30,10 @@ class BreakerStateStore(ABC):
 
     @abstractmethod
     async def trip(self, name: str, open_for: float) -> None:
-        """Mark breaker ``name`` open for ``open_for`` seconds from now (replacing any mark)."""
+        """Mark breaker ``name`` open for ``open_for`` seconds from now (replacing any mark).
+
+        Cancelling it may or may not leave the mark written; either state is valid.
+        """
 
     @abstractmethod
     async def clear(self, name: str) -> None:

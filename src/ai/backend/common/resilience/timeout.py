@@ -102,7 +102,7 @@ class _PerLoop:
         return queue
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class Timeout(Policy):
     """Cancel the call after ``seconds`` and raise :class:`CallTimeout`."""
 

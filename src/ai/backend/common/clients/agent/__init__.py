@@ -19,6 +19,8 @@ Guarantees:
 - a killed agent yields a ``BackendAIError``, opens the breaker, and calls resume after it
   restarts [tests/clients/agent/test_chaos.py::test_agent_killed_mid_call];
 - callosum peers and ours call each other both ways [tests/clients/agent/test_interop.py];
+- the typed :class:`AgentClient` sends upstream's method names and argument order
+  [tests/clients/agent/test_client.py::test_facade_wire_calls];
 - remote exceptions come back as :class:`AgentRemoteError` with their type and message
   [tests/clients/agent/test_server.py::test_remote_error_carried].
 
@@ -30,6 +32,7 @@ Limits:
   [tests/clients/agent/test_wire.py::test_codec_matches_upstream_ext_types].
 """
 
+from .client import AgentClient
 from .exceptions import (
     AgentAuthenticationFailed,
     AgentCallCancelled,
@@ -45,6 +48,18 @@ from .exceptions import (
     AgentUnreachable,
 )
 from .metrics import AgentRPCMetrics
+from .models import (
+    CreateKernelsRequest,
+    DestroyKernelRequest,
+    ExecuteRequest,
+    ExecuteResult,
+    FileListing,
+    KernelLogs,
+    PurgeImagesRequest,
+    PurgeImagesResult,
+    RestartKernelRequest,
+    UploadFileRequest,
+)
 from .policy import agent_policy
 from .pool import AgentPeer, AgentRPCPool
 from .server import AgentRPCServer, RPCHandler
@@ -60,6 +75,7 @@ __all__ = (
     "AgentCallCancelled",
     "AgentCallTimeout",
     "AgentCircuitOpen",
+    "AgentClient",
     "AgentConnectionLost",
     "AgentInvalidArgument",
     "AgentMethodNotFound",
@@ -74,8 +90,18 @@ __all__ = (
     "AgentRemoteError",
     "AgentServerStatistics",
     "AgentUnreachable",
+    "CreateKernelsRequest",
     "CurveKeyPair",
+    "DestroyKernelRequest",
+    "ExecuteRequest",
+    "ExecuteResult",
+    "FileListing",
+    "KernelLogs",
+    "PurgeImagesRequest",
+    "PurgeImagesResult",
     "RPCHandler",
+    "RestartKernelRequest",
+    "UploadFileRequest",
     "agent_policy",
     "generate_keypair",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -484,3 +485,39 @@ def test_time_window_counts_property(buckets: int, steps: list[tuple[float, int]
         assert window.total == len(live)
         assert window.failures == sum(1 for o in live if o & FAILED)
         assert window.slow == sum(1 for o in live if o & SLOW)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ops=st.lists(st.sampled_from(["ok", "fail", "ignored", "advance"]), max_size=60),
+    probes=st.integers(1, 4),
+    size=st.integers(1, 8),
+)
+def test_breaker_invariants_property(ops: list[str], probes: int, size: int) -> None:
+    outcomes: dict[str, Any] = {"ok": "ok", "fail": ConnectionError("x"), "ignored": KeyError("k")}
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        breaker = CircuitBreaker(
+            name="p",
+            window_size=size,
+            minimum_calls=min(size, 3),
+            half_open_calls=probes,
+            wait_in_open=5.0,
+            ignore_on=(KeyError,),
+            clock=clock,
+        )
+        for op in ops:
+            if op == "advance":
+                clock.advance(3.0)
+            else:
+                with contextlib.suppress(ConnectionError, KeyError, BreakerOpen):
+                    await breaker.call(Script([outcomes[op]]))
+            stats = breaker.statistics()
+            assert 0 <= stats.failures <= stats.calls <= size
+            assert 0 <= stats.slow_calls <= stats.calls
+            assert 0 <= stats.probes_in_flight <= probes
+            if stats.state is not CLOSED:
+                assert stats.calls == 0
+
+    asyncio.run(scenario())

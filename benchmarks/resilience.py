@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-import aiobreaker  # type: ignore[import-untyped]  # ships no type information
+import aiobreaker  # no type information: see the mypy override in pyproject.toml
 import stamina
 import tenacity
 

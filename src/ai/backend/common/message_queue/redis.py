@@ -436,7 +436,10 @@ class RedisMessageQueue(AbstractMessageQueue):
             commands.append(["XACK", key, group, *entries])
         if stale:
             commands.append(["DEL", *stale])
-        results = await self._client.pipeline(commands, operation="xack")
+        if len(commands) == 1:  # the common case: one XACK, no pipeline overhead
+            results = [await self._client.execute(*commands[0])]
+        else:
+            results = await self._client.pipeline(commands, operation="xack")
         self._acked += sum(int(results[i]) for i in ack_positions)
 
     def _enqueue(self) -> asyncio.Future[None]:
@@ -469,7 +472,10 @@ class RedisMessageQueue(AbstractMessageQueue):
         if wait > 0:
             commands = [*commands, ["WAIT", wait, max(1, int(self._config.wait_timeout * 1000))]]
         with _translated(what):
-            results = await self._client.pipeline(commands, operation=what)
+            if len(commands) == 1:
+                results = [await self._client.execute(*commands[0])]
+            else:
+                results = await self._client.pipeline(commands, operation=what)
         if wait > 0:
             acked = int(results.pop())
             if acked < wait:

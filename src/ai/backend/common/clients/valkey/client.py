@@ -24,6 +24,8 @@ pub/sub) [tests/clients/valkey/test_client.py::test_subscription_survives_restar
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -55,6 +57,8 @@ from .types import ValkeyClientStatistics, ValkeyMode, ValkeyTarget
 __all__ = ("DEFAULT", "RAW_REPLY_COMMANDS", "ValkeyClient", "ValkeySubscription", "map_redis_error")
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class _Default:
@@ -126,6 +130,10 @@ class ValkeyClient:
         self._redis: aioredis.Redis | RedisCluster | None = None
         self._sentinel: Sentinel | None = None
         self._closed = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._master: tuple[str, int] | None = None
+        self._master_changes = 0
         self._calls = 0
         self._failures = 0
         self._timeouts = 0
@@ -165,15 +173,22 @@ class ValkeyClient:
         except BaseException:
             await self._release()
             raise
+        if self._sentinel is not None:
+            self._stopping = asyncio.Event()
+            self._watcher = asyncio.create_task(self._watch_master(), name="valkey-sentinel")
 
     async def aclose(self) -> None:
-        """Close every connection; idempotent."""
+        """Stop the Sentinel watcher and close every connection; idempotent."""
         if self._closed:
             return
         self._closed = True
         await self._release()
 
     async def _release(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            self._stopping.set()
+            await watcher  # it only waits on the event or a sentinel query
         redis, sentinel = self._redis, self._sentinel
         self._redis = self._sentinel = None
         if redis is not None:
@@ -262,6 +277,33 @@ class ValkeyClient:
                     f"{connection.host}:{connection.port} has role {role!r}, not master "
                     f"(service {self._target.service_name!r} is failing over)"
                 )
+
+    async def _watch_master(self) -> None:
+        """Sentinel mode: ask the sentinels for the master every ``sentinel_check_interval``;
+        when it moved, drop every connection (in-use ones too) so no command keeps going to
+        the demoted server; new connections check ROLE before use."""
+        sentinel, service = self._sentinel, self._target.service_name
+        pool = getattr(self._redis, "connection_pool", None)
+        assert sentinel is not None
+        assert service is not None
+        assert pool is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._target.sentinel_check_interval):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
+            try:
+                host, port = await sentinel.discover_master(service)
+            except (rexc.RedisError, OSError) as exc:
+                log.warning("asking the sentinels for %s failed: %s", service, exc)
+                continue
+            address = (str(host), int(port))
+            if self._master is not None and address != self._master:
+                log.warning("master of %s moved from %s to %s", service, self._master, address)
+                self._master_changes += 1
+                await pool.disconnect(inuse_connections=True)
+            self._master = address
 
     def _require_open(self) -> aioredis.Redis | RedisCluster:
         if self._redis is None:
@@ -369,6 +411,7 @@ class ValkeyClient:
             timeouts=self._timeouts,
             connections_created=self._connections_created,
             connections_in_use=in_use,
+            master_changes=self._master_changes,
         )
 
 

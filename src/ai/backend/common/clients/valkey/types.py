@@ -105,6 +105,9 @@ class ValkeyTarget:
     """Bound of the connection pool (``None``: unbounded)."""
     client_name: str | None = None
     """``CLIENT SETNAME`` of each connection."""
+    sentinel_check_interval: float = 1.0
+    """Sentinel mode: how often the client asks the sentinels where the master is, and
+    drops its connections when it moved."""
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -234,3 +237,5 @@ class ValkeyClientStatistics:
     """Connections opened since the client opened (reconnects show here)."""
     connections_in_use: int
     """Connections currently checked out of the pool."""
+    master_changes: int = 0
+    """Sentinel mode: failovers seen (the master's address changed)."""

@@ -1,0 +1,238 @@
+"""ValkeyClient against real servers: errors, timeouts, cancellation, reconnects, Sentinel."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import redis.exceptions as rexc
+
+from ai.backend.common.clients.valkey import (
+    ValkeyAuthenticationError,
+    ValkeyClient,
+    ValkeyClosed,
+    ValkeyConnectionError,
+    ValkeyError,
+    ValkeyNoGroup,
+    ValkeyResponseError,
+    ValkeyTarget,
+    ValkeyTimeout,
+)
+from tests._harness.plugin import RedisServerFactory
+from tests._harness.redis import RedisServer
+from tests._harness.sentinel import RedisSentinelSet
+
+T = TypeVar("T")
+
+
+async def eventually(call: Callable[[], Awaitable[T]], *, within: float = 20.0) -> T:
+    """The first result of ``call`` that does not raise a ValkeyError (deadline ``within``)."""
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                return await call()
+            except ValkeyError:
+                await asyncio.sleep(0.05)
+
+
+async def test_errors_are_mapped(redis_url: str) -> None:
+    async with ValkeyClient(ValkeyTarget.from_url(redis_url)) as client:
+        await client.execute("SET", "text", "x")
+        with pytest.raises(ValkeyResponseError) as wrong_type:
+            await client.execute("LPUSH", "text", "y")
+        assert isinstance(wrong_type.value.__cause__, rexc.ResponseError)
+        assert "WRONGTYPE" in str(wrong_type.value)
+        with pytest.raises(ValkeyNoGroup):
+            await client.execute("XREADGROUP", "GROUP", "nope", "c", "STREAMS", "s", ">")
+        results = await client.pipeline(
+            [["SET", "a", "1"], ["LPUSH", "text", "y"]], raise_on_error=False
+        )
+        assert results[0] is True
+        assert isinstance(results[1], ValkeyResponseError)
+        assert client.statistics().failures == 2
+
+
+async def test_connection_refused_is_mapped(redis_server_factory: RedisServerFactory) -> None:
+    server = redis_server_factory()
+    server.stop()
+    client = ValkeyClient(ValkeyTarget.single(server.host, server.port, connect_timeout=1))
+    with pytest.raises(ValkeyConnectionError) as caught:
+        await client.open()
+    assert isinstance(caught.value.__cause__, (rexc.ConnectionError, OSError))
+    with pytest.raises(ValkeyClosed):
+        await client.execute("PING")  # a failed open leaves nothing open
+    await client.aclose()
+
+
+async def test_wrong_password_is_an_authentication_error(redis_url: str) -> None:
+    user = f"u{uuid.uuid4().hex[:8]}"
+    async with ValkeyClient(ValkeyTarget.from_url(redis_url)) as admin:
+        await admin.execute("ACL", "SETUSER", user, "on", ">right", "~*", "+@all")
+        try:
+            bad = ValkeyClient(ValkeyTarget.from_url(redis_url, username=user, password="wrong"))
+            with pytest.raises(ValkeyAuthenticationError):
+                await bad.open()
+            await bad.aclose()
+            good = ValkeyTarget.from_url(redis_url, username=user, password="right")
+            async with ValkeyClient(good) as client:
+                assert await client.ping()
+        finally:
+            await admin.execute("ACL", "DELUSER", user)
+
+
+async def test_request_timeout(redis_url: str) -> None:
+    target = ValkeyTarget.from_url(redis_url, request_timeout=0.2)
+    async with ValkeyClient(target) as client:
+        # no socket timeout: deadlines are ours, without wait_for around each command
+        pool_options = client.raw.connection_pool.connection_kwargs  # type: ignore[union-attr]
+        assert pool_options["socket_timeout"] is None
+        with pytest.raises(ValkeyTimeout) as caught:
+            await client.execute("BLPOP", "never", 5)
+        assert isinstance(caught.value, TimeoutError)
+        assert await client.ping()  # the pool is still usable
+        # a longer limit for one call (blocking reads pass their block time on top)
+        assert await client.execute("BLPOP", "never", 1, time_limit=3.0) is None
+        stats = client.statistics()
+        assert (stats.timeouts, stats.failures) == (1, 1)
+
+
+async def test_cancel_during_a_command_is_not_lost(redis_url: str) -> None:
+    async with ValkeyClient(ValkeyTarget.from_url(redis_url, request_timeout=None)) as client:
+        started = asyncio.Event()
+
+        async def block() -> Any:
+            started.set()
+            return await client.execute("BLPOP", "never", 0)
+
+        task = asyncio.create_task(block())
+        await started.wait()
+        await asyncio.sleep(0.05)  # let BLPOP reach the server
+        task.cancel()
+        async with asyncio.timeout(5):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert await client.ping()
+
+
+async def test_hook_sees_every_call(redis_url: str) -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def hook(operation: str, call: Callable[[], Awaitable[T]], /) -> T:
+        try:
+            result = await call()
+        except ValkeyError as exc:
+            seen.append((operation, type(exc).__name__))
+            raise
+        seen.append((operation, "ok"))
+        return result
+
+    async with ValkeyClient(ValkeyTarget.from_url(redis_url), hook=hook) as client:
+        await client.execute("SET", "k", "v")
+        await client.pipeline([["GET", "k"], ["DEL", "k"]], operation="cleanup")
+        with pytest.raises(ValkeyResponseError):
+            await client.execute("NOSUCHCOMMAND")
+    assert seen == [
+        ("ping", "ok"),
+        ("set", "ok"),
+        ("cleanup", "ok"),
+        ("nosuchcommand", "ValkeyResponseError"),
+    ]
+
+
+async def test_reconnects_after_server_restart(redis_server_factory: RedisServerFactory) -> None:
+    server = redis_server_factory()
+    target = ValkeyTarget.single(server.host, server.port, connect_timeout=1)
+    async with ValkeyClient(target) as client:
+        await client.execute("SET", "k", "before")
+        created = client.statistics().connections_created
+        await asyncio.to_thread(server.stop)
+        with pytest.raises(ValkeyConnectionError):
+            await client.execute("GET", "k")
+        await asyncio.to_thread(server.start)
+        await eventually(lambda: client.execute("SET", "k", "after"))
+        assert await client.execute("GET", "k") == b"after"
+        assert client.statistics().connections_created > created
+
+
+async def test_subscription_survives_restart(redis_server_factory: RedisServerFactory) -> None:
+    server: RedisServer = redis_server_factory()
+    target = ValkeyTarget.single(server.host, server.port, connect_timeout=1)
+    async with ValkeyClient(target) as client, client.subscription("chan") as sub:
+        await client.execute("PUBLISH", "chan", "one")
+        assert await sub.get(5) == ("chan", b"one")
+        await asyncio.to_thread(server.stop)
+        with pytest.raises(ValkeyConnectionError):
+            await sub.get(1)
+        await asyncio.to_thread(server.start)
+
+        async def publish_until_received() -> tuple[str, bytes] | None:
+            await client.execute("PUBLISH", "chan", "two")
+            return await sub.get(0.2)
+
+        got = None
+        async with asyncio.timeout(20):
+            while got is None:
+                try:
+                    got = await publish_until_received()
+                except ValkeyError:
+                    await asyncio.sleep(0.05)
+        assert got == ("chan", b"two")
+
+
+@pytest.mark.slow
+async def test_blocking_read_beyond_five_seconds(redis_url: str) -> None:
+    """redis-py's default 5 s socket timeout would cut this read; ours returns empty."""
+    async with ValkeyClient(ValkeyTarget.from_url(redis_url, request_timeout=1.0)) as client:
+        await client.execute("XGROUP", "CREATE", "s", "g", "$", "MKSTREAM")
+        reply = await client.execute(
+            "XREADGROUP", "GROUP", "g", "c", "BLOCK", 5500, "STREAMS", "s", ">", time_limit=7.0
+        )
+        assert reply is None
+
+
+async def test_role_check_refuses_a_replica(redis_sentinel: RedisSentinelSet) -> None:
+    await asyncio.to_thread(redis_sentinel.wait_quorum)
+    target = ValkeyTarget.sentinel(
+        redis_sentinel.sentinels, redis_sentinel.service_name, connect_timeout=1, retries=0
+    )
+    async with ValkeyClient(target) as client:
+        assert await client.role() == "master"
+    # Demote the master behind the sentinels' back: they still name it for a while, and it
+    # still answers PING, but its ROLE is now "slave".
+    master, replica = redis_sentinel.master, redis_sentinel.replica
+    await asyncio.to_thread(master.command, "REPLICAOF", replica.host, replica.port)
+    assert await asyncio.to_thread(master.ping)
+    client = ValkeyClient(target)
+    with pytest.raises(ValkeyConnectionError, match="not master"):
+        await client.open()
+    await client.aclose()
+
+
+@pytest.mark.slow
+async def test_sentinel_follows_failover(redis_sentinel: RedisSentinelSet) -> None:
+    target = ValkeyTarget.sentinel(
+        redis_sentinel.sentinels, redis_sentinel.service_name, connect_timeout=1
+    )
+    async with ValkeyClient(target) as client:
+        await client.execute("SET", "k", "before")
+        old_master = redis_sentinel.master.address
+        new_master = await asyncio.to_thread(redis_sentinel.failover)
+        assert new_master.address != old_master
+        # Writes may still reach the old master until it is reconfigured or the client's
+        # watcher sees the move (the window WAIT closes); then they land on the new one.
+        async with asyncio.timeout(20):
+            for attempt in range(10_000):
+                try:
+                    await client.execute("SET", "k", f"after-{attempt}")
+                except ValkeyError:
+                    await asyncio.sleep(0.05)
+                    continue
+                seen = await asyncio.to_thread(new_master.command, "GET", "k")
+                if seen == f"after-{attempt}":
+                    break
+                await asyncio.sleep(0.05)
+        assert await client.role() == "master"
+        assert client.statistics().master_changes >= 1

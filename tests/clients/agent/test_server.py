@@ -76,7 +76,8 @@ async def test_concurrency_bounded(metrics: AgentRPCMetrics) -> None:
     assert srv.statistics().handled == 6
 
 
-async def test_reply_to_gone_caller_counted(metrics: AgentRPCMetrics) -> None:
+async def _gone_caller_round(srv: AgentRPCServer, metrics: AgentRPCMetrics) -> bool:
+    """One caller leaves mid-call; True when the server saw it leave before replying."""
     started, release = asyncio.Event(), asyncio.Event()
 
     async def late() -> str:
@@ -84,28 +85,39 @@ async def test_reply_to_gone_caller_counted(metrics: AgentRPCMetrics) -> None:
         await release.wait()
         return "too late"
 
-    async with AgentRPCServer("tcp://127.0.0.1:0", handlers={"late": late}) as srv:
-        # Watch the server's socket to know when it has seen the caller leave.
-        assert srv._sock is not None
-        monitor = srv._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        try:
-            pool = AgentRPCPool(metrics=metrics)
-            async with pool:
-                call = asyncio.create_task(pool.peer(srv.address).invoke("late", timeout=None))
-                async with asyncio.timeout(30):
-                    await started.wait()
-            # closing the pool failed the call and closed its socket without a cancel message
-            with pytest.raises(AgentConnectionLost):
-                await call
+    srv.register("late", late)
+    assert srv._sock is not None
+    monitor = srv._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        async with AgentRPCPool(metrics=metrics) as pool:
+            call = asyncio.create_task(pool.peer(srv.address).invoke("late", timeout=None))
             async with asyncio.timeout(30):
+                await started.wait()
+        # closing the pool failed the call and closed its socket without a cancel message
+        with pytest.raises(AgentConnectionLost):
+            await call
+        try:
+            async with asyncio.timeout(10):
                 event = parse_monitor_message(await monitor.recv_multipart())
-            assert event["event"] == zmq.EVENT_DISCONNECTED
-        finally:
-            srv._sock.disable_monitor()
-            monitor.close(linger=0)
-        release.set()
-        await until(lambda: srv.statistics().dropped_replies == 1)
-        assert srv.statistics().handled == 1
+            seen = event["event"] == zmq.EVENT_DISCONNECTED
+        except TimeoutError:
+            seen = False
+    finally:
+        srv._sock.disable_monitor()
+        monitor.close(linger=0)
+    release.set()
+    return seen
+
+
+async def test_reply_to_gone_caller_counted(metrics: AgentRPCMetrics) -> None:
+    async with AgentRPCServer("tcp://127.0.0.1:0") as srv:
+        for _ in range(3):  # ZeroMQ may report the disconnect late on a loaded machine
+            if await _gone_caller_round(srv, metrics):
+                break
+        else:
+            pytest.fail("the server never saw its caller disconnect")
+        await until(lambda: srv.statistics().dropped_replies >= 1)
+        await until(lambda: srv.statistics().in_flight == 0)
 
 
 async def test_curve_rejects_unknown_client(metrics: AgentRPCMetrics) -> None:

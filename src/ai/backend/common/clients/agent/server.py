@@ -21,6 +21,8 @@ Guarantees:
   [tests/clients/agent/test_server.py::test_curve_rejects_unknown_client].
 
 Limits:
+- a reply to a caller whose disconnect ZeroMQ has not yet noticed is discarded with the dead
+  connection, uncounted [tests/clients/agent/test_server.py::test_reply_to_gone_caller_counted];
 - while ``max_concurrency`` handlers run, cancel messages wait in the queue too; each handler is
   still bounded by the deadline its caller sent
   [tests/clients/agent/test_pool.py::test_deadline_cancels_remote_handler].

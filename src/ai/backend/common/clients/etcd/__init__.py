@@ -29,6 +29,7 @@ Limits:
 - values are text: numbers and booleans come back as strings, as upstream.
 """
 
+from ._keys import flatten_dict, unflatten_pairs
 from .abc import AsyncEtcd, EtcdLease, EtcdWatch, FlatSnapshot
 from .client import EtcdClient
 from .exceptions import (
@@ -82,7 +83,9 @@ __all__ = (
     "SystemClock",
     "WatchEvent",
     "WatchEventType",
+    "flatten_dict",
     "make_scope_prefix_map",
     "quote",
+    "unflatten_pairs",
     "unquote",
 )

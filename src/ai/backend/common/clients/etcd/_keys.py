@@ -15,8 +15,10 @@ from .types import NestedStrDict, quote, unquote
 __all__ = (
     "deep_merge_into",
     "flatten",
+    "flatten_dict",
     "slash",
     "unflatten",
+    "unflatten_pairs",
 )
 
 
@@ -88,3 +90,10 @@ def _copy(v: str | NestedStrDict) -> str | NestedStrDict:
     if isinstance(v, dict):
         return {k: _copy(x) for k, x in v.items()}
     return v
+
+
+flatten_dict = flatten
+"""Public name of :func:`flatten` (upstream ``AsyncEtcd.flatten``)."""
+
+unflatten_pairs = unflatten
+"""Public name of :func:`unflatten` (upstream ``make_dict_from_pairs``)."""

@@ -483,15 +483,20 @@ class AsyncEtcd(abc.ABC):
         scope: ConfigScopes = ConfigScopes.GLOBAL,
         scope_prefix_map: Mapping[ConfigScopes, str] | None = None,
         lease: EtcdLease | None = None,
+        delete: Iterable[str] = (),
         _replace_prefix: str | None = None,
     ) -> int:
-        """Put already flattened (and quoted) keys in one transaction; returns the revision."""
+        """Put already flattened (and quoted) keys, and delete the keys in ``delete``, in one
+        transaction; returns the revision."""
         self._check_open()
         prefix = slash(self._scope_prefix(scope, scope_prefix_map))
         lease_id = _lease_id(lease)
         ops: list[Op] = [
             PutOp(self._mangle(prefix + k), str(v), lease_id) for k, v in flattened_dict_obj.items()
         ]
+        ops.extend(
+            DeleteOp(self._mangle(prefix + k)) for k in delete if k not in flattened_dict_obj
+        )
         if _replace_prefix is not None:
             # etcd refuses a put inside a range deleted by the same transaction: delete only
             # the keys that the new dict does not write again.
@@ -762,6 +767,15 @@ class AsyncEtcd(abc.ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._lease_revoke(lease_id)
+
+    async def stop_keepalive(self, lease: EtcdLease) -> None:
+        """Stop refreshing ``lease`` without revoking it: it expires after its TTL."""
+        lease._stopped = True
+        task = self._keepalive_tasks.pop(lease.id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def lease_time_to_live(self, lease: EtcdLease) -> int:
         """Remaining seconds of ``lease``; raises ``EtcdLeaseNotFound`` when it is gone."""

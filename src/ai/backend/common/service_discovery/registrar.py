@@ -1,0 +1,150 @@
+"""Register one service for the lifetime of a context: heartbeats and upstream's SD events.
+
+``async with ServiceRegistrar(discovery, record, producer=producer):`` registers ``record``,
+publishes ``service_registered`` (upstream's :class:`ServiceRegisteredEvent`, also on every
+heartbeat, as upstream's publisher does), heartbeats every ``heartbeat_interval`` seconds, and on
+exit deregisters and publishes ``service_deregistered``.
+
+Guarantees:
+- register/deregister publish upstream's events with the record's id, group and endpoint
+  [tests/service_discovery/test_registrar.py::test_events_are_published];
+- a failing heartbeat is reported to ``on_heartbeat_error`` and retried next interval, never
+  stopping the loop
+  [tests/service_discovery/test_registrar.py::test_heartbeat_failures_are_reported].
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+from ..events import EventProducer
+from ..events.families import (
+    ServiceDeregisteredEvent,
+    ServiceEndpointInfo,
+    ServiceRegisteredEvent,
+)
+from ._tasks import TaskOwner
+from .abc import AbstractServiceDiscovery
+from .exceptions import ServiceDiscoveryError
+from .types import ServiceMetadata
+
+__all__ = ("RegistrarStatistics", "ServiceRegistrar", "registered_event")
+
+
+def registered_event(record: ServiceMetadata) -> ServiceRegisteredEvent:
+    """Upstream's ``service_registered`` event describing ``record``."""
+    endpoint = record.endpoint
+    return ServiceRegisteredEvent(
+        instance_id=str(record.id),
+        service_group=record.service_group,
+        display_name=record.display_name,
+        version=record.version,
+        labels=dict(record.labels),
+        endpoints=[
+            ServiceEndpointInfo(
+                role="main",
+                scope="public",
+                address=endpoint.address,
+                port=endpoint.port,
+                protocol=endpoint.protocol,
+                metadata={"prometheus_address": endpoint.prometheus_address},
+            )
+        ],
+        startup_time=datetime.fromtimestamp(record.health_status.registration_time, tz=UTC),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarStatistics:
+    """Counters of one registrar."""
+
+    heartbeats: int
+    """Heartbeats written."""
+    heartbeat_failures: int
+    """Heartbeats (or their events) that failed."""
+    events_published: int
+    """Events published."""
+
+
+class ServiceRegistrar:
+    """Keeps one record registered and heartbeated while the context is open.
+
+    ``discovery`` and ``producer`` are the caller's (opened and closed by the caller).
+    """
+
+    def __init__(
+        self,
+        discovery: AbstractServiceDiscovery,
+        record: ServiceMetadata,
+        *,
+        heartbeat_interval: float = 10.0,
+        producer: EventProducer | None = None,
+        publish_heartbeats: bool = True,
+        on_heartbeat_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        if heartbeat_interval <= 0:
+            raise ValueError(f"heartbeat_interval must be positive: {heartbeat_interval!r}")
+        self._discovery = discovery
+        self._record = record
+        self._interval = heartbeat_interval
+        self._producer = producer
+        self._publish_heartbeats = publish_heartbeats
+        self._on_error = on_heartbeat_error
+        self._tasks = TaskOwner("service-registrar")
+        self._heartbeats = 0
+        self._failures = 0
+        self._published = 0
+
+    @property
+    def record(self) -> ServiceMetadata:
+        """The record as last written."""
+        return self._record
+
+    async def __aenter__(self) -> Self:
+        self._record = await self._discovery.heartbeat(self._record)
+        await self._publish(registered_event(self._record))
+        await self._tasks.start()
+        self._tasks.spawn(self._loop(), "heartbeat")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._tasks.stop()
+        record = self._record
+        await self._discovery.deregister(record.service_group, record.id)
+        await self._publish(
+            ServiceDeregisteredEvent(instance_id=str(record.id), service_group=record.service_group)
+        )
+
+    async def _publish(self, event: ServiceRegisteredEvent | ServiceDeregisteredEvent) -> None:
+        if self._producer is not None:
+            await self._producer.anycast_event(event)
+            self._published += 1
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                self._record = await self._discovery.heartbeat(self._record)
+                self._heartbeats += 1
+                if self._publish_heartbeats:
+                    await self._publish(registered_event(self._record))
+            except (ServiceDiscoveryError, Exception) as exc:
+                # A heartbeat that fails (backend or queue down) is retried next interval;
+                # the record itself is kept alive by the backend meanwhile.
+                self._failures += 1
+                if self._on_error is not None:
+                    self._on_error(exc)
+
+    def statistics(self) -> RegistrarStatistics:
+        """Heartbeats, failures and events published so far."""
+        return RegistrarStatistics(self._heartbeats, self._failures, self._published)

@@ -1,0 +1,127 @@
+"""CachedServiceDiscovery: lookups from memory, convergence, resync after compaction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from ai.backend.common.clients.etcd import (
+    EtcdClient,
+    ManualClock,
+    MemoryEtcd,
+    MemoryEtcdServer,
+)
+from ai.backend.common.service_discovery import (
+    CachedServiceDiscovery,
+    EtcdServiceDiscovery,
+    ServiceNotFound,
+)
+from tests._harness.etcd import EtcdServer, start_etcd_server
+
+from .conftest import eventually, make_record
+
+
+@pytest.fixture
+def private_etcd() -> Iterator[EtcdServer]:
+    """A single-member etcd of this test alone (it gets killed)."""
+    server = start_etcd_server()
+    try:
+        yield server
+    finally:
+        server.destroy(grace=1.0)
+
+
+@pytest.mark.etcd
+async def test_lookups_do_not_touch_etcd(private_etcd: EtcdServer) -> None:
+    async with (
+        EtcdClient(private_etcd.endpoint, "cache", failover_timeout=1.0) as etcd,
+        CachedServiceDiscovery(EtcdServiceDiscovery(etcd, ttl=5)) as cache,
+    ):
+        records = [make_record("agent", port=p) for p in range(5)]
+        for record in records:
+            await cache.register(record)
+        await asyncio.to_thread(private_etcd.kill)
+        # etcd is gone: every lookup below is answered from the cache
+        assert await cache.get_service("agent", records[0].id) == records[0]
+        assert len(await cache.get_service_group("agent")) == 5
+        assert len(await cache.discover()) == 5
+        assert cache.lookup("agent", records[1].id) == records[1]
+        with pytest.raises(ServiceNotFound):
+            await cache.get_service("manager", records[0].id)
+        await cache.abort()  # the lease cannot be revoked without etcd
+        await asyncio.to_thread(private_etcd.start)
+
+
+async def test_cache_follows_other_writers_and_expiry() -> None:
+    clock = ManualClock()
+    server = MemoryEtcdServer(clock=clock)
+    async with (
+        MemoryEtcd("c", server=server) as etcd_a,
+        MemoryEtcd("c", server=server) as etcd_b,
+        CachedServiceDiscovery(EtcdServiceDiscovery(etcd_a, ttl=5)) as cache,
+        EtcdServiceDiscovery(etcd_b, ttl=5) as writer,
+    ):
+        first, second = make_record("agent", port=1), make_record("agent", port=2)
+        await writer.register(first)
+        await writer.register(second)
+        await eventually(lambda: len(cache.lookup_group("agent")) == 2, what="two records")
+        changed = first.model_copy(update={"labels": {"zone": "b"}})
+        await writer.register(changed)
+        await eventually(lambda: cache.lookup("agent", first.id) == changed, what="the update")
+        await writer.deregister("agent", second.id)
+        await eventually(lambda: cache.lookup("agent", second.id) is None, what="the deletion")
+        await writer.abort()  # its lease is no longer kept alive
+
+        def expired() -> bool:
+            clock.advance(1.0)
+            return cache.lookup("agent", first.id) is None
+
+        await eventually(expired, what="the expiry of the crashed writer's record")
+        assert cache.snapshot() == []
+        stats = cache.cache_statistics()
+        assert stats.records == 0
+        assert stats.events > 0
+        assert not stats.stale
+
+
+async def test_resync_after_compaction() -> None:
+    server = MemoryEtcdServer()
+    async with (
+        MemoryEtcd("c", server=server) as etcd_a,
+        MemoryEtcd("c", server=server) as etcd_b,
+        CachedServiceDiscovery(EtcdServiceDiscovery(etcd_a, ttl=30)) as cache,
+        EtcdServiceDiscovery(etcd_b, ttl=30) as writer,
+    ):
+        before = make_record("agent", port=1)
+        await writer.register(before)
+        await eventually(lambda: cache.lookup("agent", before.id) is not None, what="a record")
+        # The cache's stream breaks; while it is away, records change and history is compacted,
+        # so it cannot resume where it stopped.
+        assert etcd_a.simulate_disconnect() == 1
+        after = make_record("agent", port=2)
+        await writer.register(after)
+        await writer.deregister("agent", before.id)
+        server.compact(server.revision)
+
+        def resynced() -> bool:
+            return (
+                cache.lookup("agent", after.id) == after
+                and cache.lookup("agent", before.id) is None
+            )
+
+        await eventually(resynced, what="the cache to re-read everything")
+        assert cache.cache_statistics().resyncs == 2
+
+
+async def test_cache_reads_its_own_writes_at_once() -> None:
+    async with (
+        MemoryEtcd("c") as etcd,
+        CachedServiceDiscovery(EtcdServiceDiscovery(etcd, ttl=30)) as cache,
+    ):
+        record = make_record("storage")
+        await cache.register(record)
+        assert cache.lookup("storage", record.id) == record
+        await cache.deregister("storage", record.id)
+        assert cache.lookup("storage", record.id) is None

@@ -197,6 +197,9 @@ class _Connection:
                 kind = frames[0]
                 if kind == wire.UPPER:
                     self._on_reply(frames[1], frames[2])
+                    # Let the woken caller send its next request now, so that the agent is
+                    # kept busy while we drain the rest (2x the throughput of draining first).
+                    await asyncio.sleep(0)
                 elif kind == wire.PONG and frames[1] == self.nonce and not self.ready.done():
                     self.ready.set_result(None)
         except zmq.ZMQError as exc:

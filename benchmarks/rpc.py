@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from ai.backend.common.clients.agent import (  # noqa: E402
 )
 
 Call = Callable[[int], Awaitable[Any]]
+Sample = tuple[float, float, list[float]]
 
 
 def _packb(value: Any) -> bytes:
@@ -204,14 +205,16 @@ def main() -> None:
     n_seq = 1_000 if args.quick else 5_000
     n_conc = 2_000 if args.quick else 10_000
     servers = {kind: _start(kind) for kind in ("callosum", "ours", "zmq")}
-    runners: dict[str, Callable[[], Awaitable[tuple[float, float, list[float]]]]] = {
+    runners: dict[str, Callable[[], Coroutine[Any, Any, Sample]]] = {
         "ours": lambda: _run_ours(servers["callosum"][1], n_seq, n_conc),
         "callosum": lambda: _run_callosum(servers["callosum"][1], n_seq, n_conc),
         "zmq": lambda: _run_zmq(servers["zmq"][1], n_seq, n_conc),
         "ours_server": lambda: _run_ours(servers["ours"][1], n_seq, n_conc),
     }
     try:
-        results = alternate(list(runners), args.rounds, lambda impl: asyncio.run(runners[impl]()))
+        results: dict[str, list[Sample]] = alternate(
+            list(runners), args.rounds, lambda impl: asyncio.run(runners[impl]())
+        )
     finally:
         for proc, _ in servers.values():
             proc.kill()

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ai.backend.common.clients.valkey import ValkeyTarget
 from ai.backend.common.events import EventCodec, EventProducer
 from ai.backend.common.events.families import ServiceDeregisteredEvent, ServiceRegisteredEvent
 from ai.backend.common.message_queue import MemoryBroker, MemoryMessageQueue, QueueConfig
@@ -57,7 +58,7 @@ async def test_heartbeat_failures_are_reported(redis_server_factory: Any) -> Non
     errors: list[Exception] = []
     record = make_record("agent")
     async with (
-        RedisServiceDiscovery(server.url, ttl=5, request_timeout=0.5) as sd,
+        RedisServiceDiscovery(ValkeyTarget.from_url(server.url, request_timeout=0.5), ttl=5) as sd,
         ServiceRegistrar(
             sd, record, heartbeat_interval=0.05, on_heartbeat_error=errors.append
         ) as reg,

@@ -6,8 +6,9 @@ with a TTL. Unlike upstream, the instance that registered a record refreshes the
 ``ttl / 3`` seconds while it is open, so a record lives exactly as long as its process (plus at
 most the TTL), whether or not the service sends heartbeats.
 
-The only module of this package that imports ``redis``; its errors are mapped
-(``ConnectionError``/``TimeoutError`` -> ``ServiceDiscoveryUnavailable``).
+Talks to Redis/Valkey through :class:`~ai.backend.common.clients.valkey.ValkeyClient` (single,
+Sentinel or Cluster); its errors are mapped (``ValkeyConnectionError``/``ValkeyTimeout`` ->
+``ServiceDiscoveryUnavailable``, other ``ValkeyError`` -> ``ServiceDiscoveryError``).
 
 Guarantees:
 - a record whose key expired while its owner is open (Redis restarted, owner stalled) is
@@ -16,8 +17,8 @@ Guarantees:
 - records of an owner that stopped without cleanup vanish within the TTL
   [tests/service_discovery/test_discovery_conformance.py::test_crashed_owner_records_expire].
 
-Limits: group names containing ``.``, ``*``, ``?`` or ``[`` are matched literally by SCAN only
-after escaping; ``discover()`` scans the keyspace (``SCAN``), as upstream.
+Limits: group names are matched by ``SCAN`` patterns (glob characters are escaped);
+``discover()`` scans the keyspace, as upstream.
 """
 
 from __future__ import annotations
@@ -25,16 +26,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Final, TypeVar
 
-import redis.asyncio as aioredis
-import redis.exceptions as redis_exc
-
+from ..clients.valkey import (
+    ValkeyClient,
+    ValkeyConnectionError,
+    ValkeyError,
+    ValkeyTarget,
+    ValkeyTimeout,
+)
 from ..json import dump_json_str, load_json
 from ._base import RecordKeeper
 from .exceptions import ServiceDiscoveryError, ServiceDiscoveryUnavailable
 from .types import RecordsRestoredObserver, ServiceKey, ServiceMetadata, WallClock
+
+T = TypeVar("T")
 
 __all__ = ("DEFAULT_REDIS_PREFIX", "RedisServiceDiscovery")
 
@@ -54,17 +61,17 @@ def _escape_glob(text: str) -> str:
 class RedisServiceDiscovery(RecordKeeper):
     """Service records as Redis hashes with a TTL of ``ttl`` seconds.
 
-    ``redis`` is a URL (this instance opens and closes its own connection pool) or a
-    ``redis.asyncio.Redis`` (the caller's: never closed here).
+    ``redis`` is a :class:`~ai.backend.common.clients.valkey.ValkeyClient` (the caller's: never
+    opened or closed here), or a URL / :class:`ValkeyTarget` for a client this instance opens
+    and closes itself.
     """
 
     def __init__(
         self,
-        redis: str | aioredis.Redis,
+        redis: ValkeyClient | ValkeyTarget | str,
         *,
         prefix: str = DEFAULT_REDIS_PREFIX,
         ttl: float = 60.0,
-        request_timeout: float = 5.0,
         on_records_restored: RecordsRestoredObserver | None = None,
         wall_clock: WallClock = time.time,
     ) -> None:
@@ -75,40 +82,37 @@ class RedisServiceDiscovery(RecordKeeper):
         )
         if ttl <= 0:
             raise ValueError(f"ttl must be positive: {ttl!r}")
-        self._url = redis if isinstance(redis, str) else None
-        self._redis: aioredis.Redis | None = None if isinstance(redis, str) else redis
+        if isinstance(redis, ValkeyClient):
+            self._client, self._owns_client = redis, False
+        else:
+            target = ValkeyTarget.from_url(redis) if isinstance(redis, str) else redis
+            self._client, self._owns_client = ValkeyClient(target), True
         self._prefix = prefix
         self._ttl_ms = max(int(ttl * 1000), 1)
         self._ttl = ttl
-        self._timeout = request_timeout
 
     def key_of(self, key: ServiceKey) -> str:
         """``<prefix>.<group>.<id>``: the hash of one record."""
         return f"{self._prefix}.{key[0]}.{key[1]}"
 
-    @contextlib.asynccontextmanager
-    async def _call(self, what: str) -> AsyncIterator[aioredis.Redis]:
-        """The client, under the request timeout, with Redis errors mapped."""
-        if self._redis is None:
-            raise ServiceDiscoveryError(f"{what}: redis service discovery is not open")
-        try:
-            async with asyncio.timeout(self._timeout):
-                yield self._redis
-        except (redis_exc.ConnectionError, redis_exc.TimeoutError, TimeoutError) as exc:
-            raise ServiceDiscoveryUnavailable(f"{what}: redis unavailable ({exc})") from exc
-        except redis_exc.RedisError as exc:
-            raise ServiceDiscoveryError(f"{what}: {exc}") from exc
+    async def _call(self, what: str, factory: Callable[[Any], Awaitable[T]]) -> T:
+        with _mapped(what):
+            return await self._client.call(what, factory)
+
+    async def _pipeline(
+        self, what: str, commands: list[list[Any]], *, transaction: bool = False
+    ) -> list[Any]:
+        with _mapped(what):
+            return await self._client.pipeline(commands, transaction=transaction, operation=what)
 
     async def _backend_open(self) -> None:
-        if self._url is not None:
-            # socket_timeout=None: redis-py's default wraps every command in wait_for
-            # (slower, and a cancel can be lost on 3.11); each call has asyncio.timeout instead.
-            self._redis = aioredis.Redis.from_url(self._url, socket_timeout=None)
+        if self._owns_client:
+            with _mapped("open()"):
+                await self._client.open()
 
     async def _backend_close(self) -> None:
-        if self._url is not None and self._redis is not None:
-            client, self._redis = self._redis, None
-            await client.aclose()
+        if self._owns_client:
+            await self._client.aclose()
 
     # -- keep-alive ----------------------------------------------------------------
 
@@ -125,10 +129,10 @@ class RedisServiceDiscovery(RecordKeeper):
                 if not owned:
                     continue
                 try:
-                    async with self._call("refresh") as r, r.pipeline(transaction=False) as p:
-                        for record in owned:
-                            p.pexpire(self.key_of(record.key), self._ttl_ms)
-                        results = await p.execute()
+                    results = await self._pipeline(
+                        "refresh",
+                        [["PEXPIRE", self.key_of(rec.key), self._ttl_ms] for rec in owned],
+                    )
                     missing = [rec for rec, ok in zip(owned, results, strict=True) if not ok]
                     for record in missing:
                         await self._put(record)
@@ -141,19 +145,20 @@ class RedisServiceDiscovery(RecordKeeper):
 
     async def _put(self, record: ServiceMetadata) -> None:
         key = self.key_of(record.key)
-        mapping: dict[Any, Any] = {k: dump_json_str(v) for k, v in record.to_dict().items()}
-        async with self._call(f"register({key})") as r, r.pipeline(transaction=True) as p:
-            p.delete(key)
-            p.hset(key, mapping=mapping)
-            p.pexpire(key, self._ttl_ms)
-            await p.execute()
+        fields: list[Any] = []
+        for name, value in record.to_dict().items():
+            fields += [name, dump_json_str(value)]
+        await self._pipeline(
+            f"register({key})",
+            [["DEL", key], ["HSET", key, *fields], ["PEXPIRE", key, self._ttl_ms]],
+            transaction=True,
+        )
 
     async def _write(self, record: ServiceMetadata) -> None:
         await self._put(record)
 
     async def _delete(self, key: ServiceKey) -> None:
-        async with self._call(f"deregister({key[0]}/{key[1]})") as r:
-            await r.delete(self.key_of(key))
+        await self._call(f"deregister({key[0]}/{key[1]})", lambda r: r.delete(self.key_of(key)))
 
     def _decode(self, raw: dict[Any, Any]) -> ServiceMetadata | None:
         if not raw:
@@ -166,14 +171,16 @@ class RedisServiceDiscovery(RecordKeeper):
         return self._parse(data)
 
     async def _scan(self, pattern: str, what: str) -> list[ServiceMetadata]:
-        async with self._call(what) as r:
+        async def run(r: Any) -> list[Any]:
             keys = [k async for k in r.scan_iter(match=pattern, count=500)]
             if not keys:
                 return []
-            async with r.pipeline(transaction=False) as p:
-                for k in keys:
-                    p.hgetall(k)
-                raws = await p.execute()
+            pipe = r.pipeline(transaction=False)
+            for k in keys:
+                pipe.hgetall(k)
+            return list(await pipe.execute())
+
+        raws = await self._call(what, run)
         return [rec for raw in raws if (rec := self._decode(raw)) is not None]
 
     async def _read_all(self) -> list[ServiceMetadata]:
@@ -184,14 +191,24 @@ class RedisServiceDiscovery(RecordKeeper):
         return await self._scan(pattern, f"get_service_group({service_group!r})")
 
     async def _read_one(self, key: ServiceKey) -> ServiceMetadata | None:
-        async with self._call(f"get_service({key[0]}/{key[1]})") as r:
-            raw = await r.hgetall(self.key_of(key))
+        raw = await self._call(
+            f"get_service({key[0]}/{key[1]})", lambda r: r.hgetall(self.key_of(key))
+        )
         return self._decode(raw)
 
     async def _release_owned(self) -> None:
         keys = [self.key_of(k) for k in self._owned]
-        async with self._call("aclose()") as r:
-            await r.delete(*keys)
+        await self._call("aclose()", lambda r: r.delete(*keys))
+
+
+@contextlib.contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (ValkeyConnectionError, ValkeyTimeout) as exc:
+        raise ServiceDiscoveryUnavailable(f"{what}: redis unavailable ({exc})") from exc
+    except ValkeyError as exc:
+        raise ServiceDiscoveryError(f"{what}: {exc}") from exc
 
 
 def _text(value: bytes | str) -> str:

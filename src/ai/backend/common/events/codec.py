@@ -113,7 +113,7 @@ class EventCodec:
 
     def encode_metadata(self, context: ContextBundle) -> str:
         """The ``metadata`` JSON text of a context bundle (upstream key order)."""
-        if context == EMPTY_CONTEXT:
+        if context is EMPTY_CONTEXT or context == EMPTY_CONTEXT:
             return _EMPTY_METADATA
         cached = self._meta_encoded.get(context)
         if cached is not None:

@@ -82,6 +82,7 @@ from ..message_queue import (
     QueueClosed,
     QueueConfigError,
 )
+from ._jobs import JobQueue
 from .codec import EMPTY_CONTEXT, EventCodec
 from .event import AbstractEvent
 from .exceptions import DispatcherStateError, EventDecodeError, HandlerConflict
@@ -241,11 +242,13 @@ class EventHandler(Generic[C, E]):
 class _Route:
     """The handlers of one event name on one delivery pattern."""
 
-    __slots__ = ("classes", "handlers")
+    __slots__ = ("classes", "handlers", "single")
 
     def __init__(self) -> None:
         self.handlers: list[EventHandler[Any, Any]] = []
         self.classes: list[type[AbstractEvent]] = []
+        self.single: EventHandler[Any, Any] | None = None
+        """The only handler, when there is one and it does not coalesce (the fast path)."""
 
     def rebuild(self) -> None:
         seen: list[type[AbstractEvent]] = []
@@ -253,6 +256,8 @@ class _Route:
             if handler.event_cls not in seen:
                 seen.append(handler.event_cls)
         self.classes = seen
+        only = self.handlers[0] if len(self.handlers) == 1 else None
+        self.single = only if only is not None and only.coalescing is None else None
 
 
 class _Settlement:
@@ -329,7 +334,7 @@ class EventDispatcher:
             DeliveryPattern.ANYCAST: {},
             DeliveryPattern.BROADCAST: {},
         }
-        self._jobs: asyncio.Queue[Any] = asyncio.Queue()
+        self._jobs: JobQueue[Any] = JobQueue()
         self._active: dict[str, AnycastMessage] = {}
         self._coalesce: dict[int, _CoalesceBuffer] = {}
         self._ack_buffer: list[str] = []
@@ -654,10 +659,12 @@ class EventDispatcher:
     # -- workers ----------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        get = self._jobs.get
-        done = self._jobs.task_done
+        jobs = self._jobs
+        get = jobs.get
+        get_nowait = jobs.get_nowait
+        done = jobs.task_done
         while True:
-            job = await get()
+            job = get_nowait() if jobs.qsize() else await get()
             self._busy += 1
             if self._room_wanted and self._jobs.qsize() <= self._room_low:
                 self._room_wanted = False
@@ -678,9 +685,30 @@ class EventDispatcher:
 
     async def _handle_anycast(self, msg: AnycastMessage, route: _Route | None) -> None:
         msg_id = msg.msg_id
-        name = msg.fields.get("name", "")
+        fields = msg.fields
+        name = fields.get("name", "")
         if route is None:
             await self._dead_letter(msg, name, EventDecodeError("entry has no 'name' field"))
+            return
+        single = route.single
+        if single is not None and msg.delivery_count == 1:
+            # The common case: one handler, first delivery. No record is needed: the ack is it.
+            try:
+                context = self._codec.decode_metadata(fields.get("metadata"))
+                payload = fields.get("payload")
+                if payload is None:
+                    raise EventDecodeError(f"entry of event {name!r} has no 'payload' field")
+                decoded = self._codec.decode_event(single.event_cls, payload)
+            except EventDecodeError as exc:
+                await self._dead_letter(msg, name, exc)
+                return
+            error = await self._call(
+                single, fields.get("source", ""), decoded, context, name, msg_id, 1
+            )
+            if error is None:
+                self._ack_later(msg_id)
+            else:
+                await self._nack(msg_id, name, f"{single.id}: {type(error).__name__}: {error}")
             return
         handlers = route.handlers
         try:
@@ -768,15 +796,23 @@ class EventDispatcher:
         msg_id: str | None,
         delivery_count: int,
     ) -> BaseException | None:
-        started = time.perf_counter()
+        started = time.perf_counter() if self._observers else 0.0
         try:
-            if context is EMPTY_CONTEXT and _context_is_empty():
-                await self._invoke(handler, source, event)
+            if handler.is_async:
+                if context is EMPTY_CONTEXT and _context_is_empty():
+                    await cast(Awaitable[None], handler.callback(handler.context, source, event))
+                else:
+                    with context.applied():
+                        await cast(
+                            Awaitable[None], handler.callback(handler.context, source, event)
+                        )
+            elif context is EMPTY_CONTEXT and _context_is_empty():
+                await self._invoke_sync(handler, source, event)
             else:
                 with context.applied():
-                    await self._invoke(handler, source, event)
+                    await self._invoke_sync(handler, source, event)
         except Exception as exc:
-            duration = time.perf_counter() - started
+            duration = time.perf_counter() - started if self._observers else 0.0
             self._failed += 1
             counts = self._per_event.get(name)
             if counts is None:
@@ -813,10 +849,10 @@ class EventDispatcher:
         return None
 
     @staticmethod
-    async def _invoke(handler: EventHandler[Any, Any], source: str, event: AbstractEvent) -> None:
-        if handler.is_async:
-            await cast(Awaitable[None], handler.callback(handler.context, source, event))
-        elif handler.run_in_thread:
+    async def _invoke_sync(
+        handler: EventHandler[Any, Any], source: str, event: AbstractEvent
+    ) -> None:
+        if handler.run_in_thread:
             result = await asyncio.to_thread(handler.callback, handler.context, source, event)
             if inspect.isawaitable(result):
                 await result

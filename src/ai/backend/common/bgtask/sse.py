@@ -1,0 +1,197 @@
+"""Server-sent events of one background task, for aiohttp (upstream's event stream).
+
+The stream carries each bgtask event as ``event: <name>`` with the event's JSON as ``data``
+(``bgtask_updated``, then one of ``bgtask_done``, ``bgtask_partial_success``,
+``bgtask_failed``, ``bgtask_cancelled``), then ``event: server_close`` with ``data: {}``, as the
+upstream manager's ``/events/background-task`` does, so upstream clients can follow our tasks.
+Comments (``: keep-alive``) are written while the task is quiet.
+
+This module uses aiohttp directly (it sits in layer 5, below ``web/``); a route may wrap
+:meth:`TaskFollower.follow` with ``web.SSEResponse`` instead.
+
+Guarantees:
+- the stream ends with the task's final event and ``server_close``
+  [tests/bgtask/test_sse.py::test_stream_ends_with_final_event];
+- when the client disconnects early, the hub propagator, the follow iteration and the SSE
+  gauge are released, and no series names the task
+  [tests/bgtask/test_sse.py::test_early_disconnect_releases_everything];
+- an unknown task id is a 404 problem before any event is sent
+  [tests/bgtask/test_sse.py::test_unknown_task_is_404].
+
+Limits: a disconnect is noticed within ``poll_interval`` while the task is quiet (the transport
+is polled) [tests/bgtask/test_sse.py::test_early_disconnect_releases_everything].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..json import dump_json_str
+from .exceptions import TaskNotFound
+from .follow import TaskFollower
+from .metrics import BgtaskMetrics
+from .types import TaskId
+
+__all__ = ("SERVER_CLOSE_EVENT", "format_sse", "make_task_events_handler", "stream_task_events")
+
+SERVER_CLOSE_EVENT = "server_close"
+"""The last event of a stream (upstream's)."""
+
+
+def format_sse(data: str, *, event: str | None = None, retry: int | None = None) -> bytes:
+    """One SSE frame: ``event:``, ``retry:`` and one ``data:`` line per line of ``data``."""
+    lines = []
+    if event is not None:
+        lines.append(f"event: {event}\n")
+    if retry is not None:
+        lines.append(f"retry: {retry}\n")
+    lines.extend(f"data: {line}\n" for line in data.splitlines() or [""])
+    lines.append("\n")
+    return "".join(lines).encode()
+
+
+async def stream_task_events(
+    request: web.Request,
+    follower: TaskFollower,
+    task_id: TaskId,
+    *,
+    metrics: BgtaskMetrics | None = None,
+    keepalive_interval: float = 15.0,
+    poll_interval: float = 1.0,
+) -> web.StreamResponse:
+    """Stream ``task_id``'s events to the client until the final one (or until it leaves).
+
+    Raises ``TaskNotFound`` (render it as a 404) before the response starts if the task does not
+    exist. Everything it registered is released however it ends.
+    """
+    events = follower.follow(task_id)
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:  # pragma: no cover - follow() always yields before ending
+        raise TaskNotFound(
+            f"background task {task_id} not found", data={"task_id": str(task_id)}
+        ) from None
+    except BaseException:
+        await events.aclose()
+        raise
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "Connection": "keep-alive",
+            "X-Accel-Buffering": "no",
+        },
+    )
+    if metrics is not None:
+        metrics.sse_opened()
+    loop = asyncio.get_running_loop()
+    last_write = loop.time()
+
+    async def write(frame: bytes) -> None:
+        nonlocal last_write
+        await response.write(frame)
+        last_write = loop.time()
+
+    async def pump() -> None:
+        event = first
+        try:
+            while True:
+                payload = dump_json_str(event.model_dump(mode="json"))
+                await write(format_sse(payload, event=event.event_name))
+                nxt = await anext(events, None)
+                if nxt is None:
+                    break
+                event = nxt
+            await write(format_sse("{}", event=SERVER_CLOSE_EVENT))
+        except (ConnectionError, RuntimeError):
+            return  # the client left while we wrote: aiohttp's reset / closing-transport errors
+
+    async def watch(stop: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(min(poll_interval, keepalive_interval))
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                stop()
+                return
+            if loop.time() - last_write >= keepalive_interval:
+                try:
+                    await write(b": keep-alive\n\n")
+                except (ConnectionError, RuntimeError):
+                    stop()
+                    return
+
+    try:
+        await response.prepare(request)
+        await _race(pump(), watch)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass  # the client left while we wrote: aiohttp's reset / closing-transport errors
+    finally:
+        await events.aclose()
+        if metrics is not None:
+            metrics.sse_closed()
+    return response
+
+
+async def _race(
+    main: Awaitable[None], watcher: Callable[[Callable[[], None]], Awaitable[None]]
+) -> None:
+    """Run ``main``; ``watcher(stop)`` runs beside it and may stop it; both end together."""
+    async with asyncio.TaskGroup() as tg:
+        main_task = tg.create_task(_as_coro(main))
+
+        def stop() -> None:
+            main_task.cancel()
+
+        watch_task = tg.create_task(_as_coro(watcher(stop)))
+        main_task.add_done_callback(lambda _: watch_task.cancel())
+
+
+async def _as_coro(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+def make_task_events_handler(
+    follower: TaskFollower,
+    *,
+    metrics: BgtaskMetrics | None = None,
+    keepalive_interval: float = 15.0,
+    poll_interval: float = 1.0,
+    param: str = "task_id",
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An aiohttp handler streaming the task named by the query or path parameter ``param``
+    (``taskId`` also accepted, as upstream); a bad or unknown id gives 400 / 404."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raw = (
+            request.match_info.get(param) or request.query.get(param) or request.query.get("taskId")
+        )
+        try:
+            task_id = TaskId(uuid.UUID(str(raw)))
+        except ValueError:
+            raise web.HTTPBadRequest(
+                text=dump_json_str({"msg": f"{param} must be a UUID, got {raw!r}"}),
+                content_type="application/json",
+            ) from None
+        try:
+            return await stream_task_events(
+                request,
+                follower,
+                task_id,
+                metrics=metrics,
+                keepalive_interval=keepalive_interval,
+                poll_interval=poll_interval,
+            )
+        except TaskNotFound as exc:
+            raise web.HTTPNotFound(
+                text=dump_json_str(exc.problem()), content_type="application/problem+json"
+            ) from None
+
+    return handler

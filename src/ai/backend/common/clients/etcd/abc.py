@@ -44,6 +44,7 @@ from .types import (
     NestedStrDict,
     SystemClock,
     WatchEvent,
+    WatchEventType,
 )
 
 __all__ = (
@@ -767,6 +768,39 @@ class AsyncEtcd(abc.ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._lease_revoke(lease_id)
+
+    async def refresh_lease(self, lease: EtcdLease) -> int:
+        """Refresh ``lease`` once (one request); its TTL, or 0 when it is gone.
+
+        For callers that pace renewals themselves (leader election); transport failures raise
+        ``EtcdUnavailable``/``EtcdTimeout``.
+        """
+        self._check_open()
+        return await self._lease_keepalive_once(lease.id)
+
+    async def wait_absent(
+        self,
+        key: str,
+        *,
+        scope: ConfigScopes = ConfigScopes.GLOBAL,
+        scope_prefix_map: Mapping[ConfigScopes, str] | None = None,
+    ) -> None:
+        """Return once ``key`` does not exist (at once if it is absent now).
+
+        Reads the key and watches it from the revision after that read, so a deletion in
+        between is not missed. Bound it with ``asyncio.timeout()``; cancelling leaves nothing.
+        """
+        self._check_open()
+        snap = await self.get_prefix_flat(key, scope=scope, scope_prefix_map=scope_prefix_map)
+        if key not in snap.items:
+            return
+        async with self.watch(
+            key, scope=scope, scope_prefix_map=scope_prefix_map, start_revision=snap.revision + 1
+        ) as watch:
+            async for event in watch:
+                if event.event is WatchEventType.DELETE:
+                    return
+        raise EtcdClosed(f"wait_absent({key!r}): the client closed")
 
     async def stop_keepalive(self, lease: EtcdLease) -> None:
         """Stop refreshing ``lease`` without revoking it: it expires after its TTL."""

@@ -153,6 +153,25 @@ def _decode_fields(raw: Mapping[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
+class _Streak:
+    """Logs the first failure of a streak as a warning, the next ones at debug level, and
+    the recovery, so an outage does not flood the log."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        log.log(level, "%s failed (%d in a row, retrying): %s", self.what, self.failures, exc)
+
+    def ok(self) -> None:
+        if self.failures:
+            log.info("%s works again after %d failures", self.what, self.failures)
+            self.failures = 0
+
+
 @dataclass(slots=True)
 class _Delivery:
     key: str
@@ -359,36 +378,34 @@ class RedisMessageQueue(AbstractMessageQueue):
         )
 
     async def _heartbeat_loop(self) -> None:
+        streak = _Streak(f"heartbeat of {self._consumer}")
         while not await self._pause(self._config.heartbeat_ttl / 3):
             try:
                 await self._beat()
             except ValkeyError as exc:
-                log.warning("heartbeat of %s failed: %s", self._consumer, exc)
+                streak.failed(exc)
+            else:
+                streak.ok()
 
     async def _trim_loop(self) -> None:
         assert self._group is not None
         assert self._streams is not None
+        streak = _Streak(f"trimming for group {self._group}")
         while not await self._pause(self._config.reclaim_interval):
-            cutoff = None
-            if self._config.anycast_trim_max_age is not None:
-                server_ms = await self._server_ms()
-                if server_ms is not None:
-                    cutoff = f"{server_ms - int(self._config.anycast_trim_max_age * 1000)}-0"
-            for key in (ANYCAST_STREAM, self._replay_key):
-                try:
+            try:
+                cutoff = None
+                if self._config.anycast_trim_max_age is not None:
+                    seconds, micros = await self._client.execute("TIME")  # the server's clock
+                    now_ms = int(seconds) * 1000 + int(micros) // 1000
+                    cutoff = f"{now_ms - int(self._config.anycast_trim_max_age * 1000)}-0"
+                for key in (ANYCAST_STREAM, self._replay_key):
                     await self._streams.trim_retained(
                         key, maxlen=self._config.anycast_trim_maxlen, cutoff_id=cutoff
                     )
-                except ValkeyError as exc:
-                    log.warning("trimming %s failed: %s", key, exc)
-
-    async def _server_ms(self) -> int | None:
-        try:
-            seconds, micros = await self._client.execute("TIME")
-        except ValkeyError as exc:
-            log.warning("TIME failed: %s", exc)
-            return None
-        return int(seconds) * 1000 + int(micros) // 1000
+            except ValkeyError as exc:
+                streak.failed(exc)
+            else:
+                streak.ok()
 
     async def _flush_loop(self) -> None:
         while True:
@@ -500,6 +517,7 @@ class RedisMessageQueue(AbstractMessageQueue):
     async def _consume(self, group: str) -> AsyncGenerator[AnycastMessage, None]:
         batch: deque[AnycastMessage] = deque()
         backoff = 0.05
+        streak = _Streak(f"reading group {group}")
         try:
             while not self._closed:
                 room = min(
@@ -512,10 +530,11 @@ class RedisMessageQueue(AbstractMessageQueue):
                 try:
                     batch.extend(await self._next_batch(group, room))
                     backoff = 0.05
+                    streak.ok()
                 except ValkeyError as exc:
                     if self._closed:
                         break
-                    log.warning("reading group %s failed (retrying): %s", group, exc)
+                    streak.failed(exc)
                     await self._pause(backoff)
                     backoff = min(backoff * 2, 1.0)
                     continue
@@ -881,15 +900,17 @@ class RedisMessageQueue(AbstractMessageQueue):
             await subscription.open()
         self._subscriptions += 1
         backoff = 0.05
+        streak = _Streak("broadcast subscription")
         try:
             while not self._closed:
                 try:
                     got = await subscription.get(self._config.block_seconds)
                     backoff = 0.05
+                    streak.ok()
                 except (ValkeyConnectionError, ValkeyTimeout) as exc:
                     if self._closed:
                         break
-                    log.warning("broadcast subscription interrupted (reconnecting): %s", exc)
+                    streak.failed(exc)
                     await self._pause(backoff)
                     backoff = min(backoff * 2, 1.0)
                     continue
@@ -933,6 +954,7 @@ class RedisMessageQueue(AbstractMessageQueue):
         self, streams: ValkeyStreamClient, cursor: str
     ) -> AsyncGenerator[BroadcastMessage, None]:
         backoff = 0.05
+        streak = _Streak("durable broadcast read")
         while not self._closed:
             try:
                 reply = await streams.read(
@@ -941,10 +963,11 @@ class RedisMessageQueue(AbstractMessageQueue):
                     block_ms=max(1, int(self._config.block_seconds * 1000)),
                 )
                 backoff = 0.05
+                streak.ok()
             except ValkeyError as exc:
                 if self._closed:
                     return
-                log.warning("durable broadcast read failed (retrying): %s", exc)
+                streak.failed(exc)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue

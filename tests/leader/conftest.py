@@ -1,0 +1,120 @@
+"""Fixtures of the leader-election tests: one ``election_env`` per backend.
+
+``election_env.open(server_id)`` opens a new candidate (with its own client, as another process
+would), ``election_env.lose()`` deletes the lease key behind the leader's back, and
+``election_env.current_leader()`` reads who holds the key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from ai.backend.common.clients.etcd import AsyncEtcd, EtcdClient, MemoryEtcd, MemoryEtcdServer
+from ai.backend.common.clients.valkey import ValkeyClient, ValkeyTarget
+from ai.backend.common.leader import (
+    AbstractLeaderElection,
+    EtcdLeaderElection,
+    RedisLeaderElection,
+)
+
+
+class ElectionEnv:
+    """Candidates of one role on one shared backend."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.name = f"role-{uuid.uuid4().hex[:8]}"
+        self.make: Callable[[str], Awaitable[AbstractLeaderElection]]
+        self.lose: Callable[[], Awaitable[None]]
+        self.current_leader: Callable[[], Awaitable[str | None]]
+        self._opened: list[AbstractLeaderElection] = []
+        self.cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    async def open(self, server_id: str) -> AbstractLeaderElection:
+        """A new campaigning candidate."""
+        election = await self.make(server_id)
+        self._opened.append(election)
+        await election.open()
+        return election
+
+    async def aclose(self) -> None:
+        for election in reversed(self._opened):
+            await election.aclose()
+        for fn in reversed(self.cleanups):
+            await fn()
+
+
+def _etcd_env(new_client: Callable[[], AsyncEtcd], ttl: float) -> ElectionEnv:
+    env = ElectionEnv(ttl)
+
+    async def client() -> AsyncEtcd:
+        etcd = new_client()
+        await etcd.open()
+        env.cleanups.append(etcd.aclose)
+        return etcd
+
+    async def make(server_id: str) -> AbstractLeaderElection:
+        return EtcdLeaderElection(await client(), server_id, name=env.name, ttl=ttl)
+
+    key = f"ai/backend/leader/{env.name}"
+
+    async def lose() -> None:
+        await (await client()).delete(key)
+
+    async def current_leader() -> str | None:
+        return await (await client()).get(key)
+
+    env.make, env.lose, env.current_leader = make, lose, current_leader
+    return env
+
+
+def _redis_env(url: str, ttl: float) -> ElectionEnv:
+    env = ElectionEnv(ttl)
+
+    async def client() -> ValkeyClient:
+        c = ValkeyClient(ValkeyTarget.from_url(url))
+        await c.open()
+        env.cleanups.append(c.aclose)
+        return c
+
+    async def make(server_id: str) -> AbstractLeaderElection:
+        return RedisLeaderElection(await client(), server_id, name=env.name, ttl=ttl)
+
+    key = f"leader:{env.name}"
+
+    async def lose() -> None:
+        await (await client()).execute("DEL", key)
+
+    async def current_leader() -> str | None:
+        value: Any = await (await client()).execute("GET", key)
+        return None if value is None else value.decode()
+
+    env.make, env.lose, env.current_leader = make, lose, current_leader
+    return env
+
+
+@pytest.fixture(
+    params=[
+        "etcd-memory",
+        pytest.param("etcd", marks=pytest.mark.etcd),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+async def election_env(request: pytest.FixtureRequest) -> AsyncIterator[ElectionEnv]:
+    """A shared election backend."""
+    if request.param == "etcd-memory":
+        server = MemoryEtcdServer()
+        env = _etcd_env(lambda: MemoryEtcd("leader", server=server), ttl=1.0)
+    elif request.param == "etcd":
+        endpoint = request.getfixturevalue("etcd_endpoint")
+        env = _etcd_env(lambda: EtcdClient(endpoint, "leader"), ttl=2.0)
+    else:
+        env = _redis_env(request.getfixturevalue("redis_url"), ttl=1.0)
+    try:
+        yield env
+    finally:
+        await env.aclose()

@@ -68,10 +68,10 @@ class Candidate:
         return any(e["event"] == "leader" for e in self.events)
 
     def last_valid_until(self) -> float:
-        return max((e["until"] for e in self.events if e["event"] == "valid"), default=0.0)
+        return max((float(e["until"]) for e in self.events if e["event"] == "valid"), default=0.0)
 
     def leader_at(self) -> float:
-        return next(e["at"] for e in self.events if e["event"] == "leader")
+        return next(float(e["at"]) for e in self.events if e["event"] == "leader")
 
 
 async def _spawn(backend: str, addr: str, role: str, server_id: str) -> Candidate:

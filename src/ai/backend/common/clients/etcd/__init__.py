@@ -20,6 +20,9 @@ Guarantees:
   [tests/clients/etcd/test_etcd_conformance.py::test_replace_is_compare_and_swap];
 - with several endpoints, killing one member of a 3-member cluster does not fail calls, watches
   or keep-alives [tests/clients/etcd/test_etcd_client.py::test_cluster_member_kill_keeps_serving];
+- a config watched in etcd is re-validated and swapped atomically on change; a bad value is
+  rejected and the old config stays
+  [tests/clients/etcd/test_config.py::test_bad_value_is_rejected_and_old_config_stays];
 - only :mod:`~.exceptions` errors leave a public call
   [tests/clients/etcd/test_etcd_client.py::test_unreachable_raises_etcd_unavailable].
 
@@ -32,6 +35,7 @@ Limits:
 from ._keys import flatten_dict, unflatten_pairs
 from .abc import AsyncEtcd, EtcdLease, EtcdWatch, FlatSnapshot
 from .client import EtcdClient
+from .config import ConfigWatchStatistics, EtcdConfigLayer, EtcdConfigWatcher
 from .exceptions import (
     EtcdClosed,
     EtcdCompareFailed,
@@ -62,9 +66,12 @@ __all__ = (
     "AsyncEtcd",
     "Clock",
     "ConfigScopes",
+    "ConfigWatchStatistics",
     "EtcdClient",
     "EtcdClosed",
     "EtcdCompareFailed",
+    "EtcdConfigLayer",
+    "EtcdConfigWatcher",
     "EtcdError",
     "EtcdInvalidArgument",
     "EtcdLease",

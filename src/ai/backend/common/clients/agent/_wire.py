@@ -35,11 +35,17 @@ from .exceptions import AgentInvalidArgument, AgentProtocolError
 
 __all__ = (
     "CANCEL_META",
+    "EMPTY_META",
     "PING",
     "PONG",
+    "RESULT_META",
     "UPPER",
     "MsgType",
+    "decode_body",
+    "decode_error_meta",
     "decode_header",
+    "encode_body",
+    "encode_error_meta",
     "encode_header",
     "pack_payload",
     "unpack_payload",

@@ -36,12 +36,22 @@ def calls_key(seq: int, handler: str) -> str:
     return f"killtest:calls:{seq}:{handler}"
 
 
-def counting_handlers(counter: aioredis.Redis, delay: float) -> dict[str, object]:
-    """Handlers that sleep ``delay`` seconds, then record the call (INCR per event and id)."""
+VICTIM_DELAYS = {"A": 0.001, "B": 0.01}
+"""Seconds each victim handler works before recording its call: B is slow, so a kill finds
+messages whose A succeeded (and was recorded) while B was still running."""
+
+
+def counting_handlers(
+    counter: aioredis.Redis, delays: dict[str, float] | None = None
+) -> dict[str, object]:
+    """Handlers that work ``delays[id]`` seconds, then record the call (INCR per event and id)."""
 
     def make(handler_id: str) -> object:
+        delay = (delays or {}).get(handler_id, 0.0)
+
         async def handler(context: None, source: str, event: Ping) -> None:
-            await asyncio.sleep(delay)
+            if delay:
+                await asyncio.sleep(delay)
             await counter.incr(calls_key(event.seq, handler_id))
 
         return handler
@@ -62,7 +72,7 @@ async def main(url: str, consumer_id: str) -> None:
         RedisMessageQueue(ValkeyTarget.from_url(url), config) as queue,
         EventDispatcher(queue, max_concurrency=8) as dispatcher,
     ):
-        for handler_id, handler in counting_handlers(counter, 0.003).items():
+        for handler_id, handler in counting_handlers(counter, VICTIM_DELAYS).items():
             dispatcher.consume(Ping, None, handler, name=handler_id)  # type: ignore[arg-type]
         print("ready", flush=True)
         await asyncio.Event().wait()

@@ -281,8 +281,10 @@ async def test_undecodable_payload_is_dead_lettered(queue: AbstractMessageQueue)
         letters = await queue.list_dead_letters()
     assert len(letters) == 3
     assert all(letter.error.startswith("undecodable: ") for letter in letters)
-    assert "seq" in letters[0].error
-    assert "metadata" in letters[2].error
+    by_payload = {letter.fields["payload"]: letter.error for letter in letters}
+    assert "seq" in by_payload['{"seq":"not-int"}']
+    assert "JSON" in by_payload["{oops"]
+    assert "metadata" in by_payload['{"seq":1}']
     assert [f.stage for f in failures] == ["decode"] * 3
 
 
@@ -474,6 +476,7 @@ async def test_close_drains_then_cancels(queue: AbstractMessageQueue) -> None:
     assert stats.nacked == 1  # handed back to the queue, not left pending
     assert not stats.running
     assert queue.statistics().in_flight == 0
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("EventDispatcher")]
     await dispatcher.aclose()  # idempotent
 
 

@@ -474,8 +474,11 @@ class EventDispatcher:
             await asyncio.shield(ready)
         except BaseException:
             self._runner.cancel()
+            self._state = "closed"
+            await asyncio.wait([self._runner])  # let it unwind: no task left behind
             raise
         if self._runner.done():  # failed while starting
+            self._state = "closed"
             await self._runner
 
     async def aclose(self) -> None:

@@ -151,6 +151,9 @@ class BackgroundTaskConfig:
     """Whether this node adopts other nodes' expired tasks."""
     adopt_batch: int = 100
     """Expired leases examined per scan."""
+    max_concurrent_publishes: int = 64
+    """Event broadcasts in flight at once (a burst of progress or final events waits for a
+    turn instead of exhausting the queue's connection pool)."""
 
     def __post_init__(self) -> None:
         positive = {
@@ -179,6 +182,7 @@ class BackgroundTaskConfig:
         for name, count in (
             ("sweep_batch", self.sweep_batch),
             ("adopt_batch", self.adopt_batch),
+            ("max_concurrent_publishes", self.max_concurrent_publishes),
             ("max_concurrency", self.max_concurrency),
         ):
             if count is not None and count < 1:
@@ -312,6 +316,7 @@ class BackgroundTaskManager:
             if self._config.max_concurrency is not None
             else None
         )
+        self._publish_gate = asyncio.Semaphore(self._config.max_concurrent_publishes)
         self._state: Literal["new", "running", "closing", "closed"] = "new"
         self._stop_loops = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -860,7 +865,8 @@ class BackgroundTaskManager:
         if self._producer is None:
             return
         try:
-            await self._producer.broadcast_event_with_cache(event, context=context)
+            async with self._publish_gate:
+                await self._producer.broadcast_event_with_cache(event, context=context)
         except (MessageQueueError, BackendAIError) as exc:
             self._counts["event_errors"] += 1
             log.warning("bgtask %s: %s not broadcast: %s", event.task_id, event.event_name, exc)

@@ -234,7 +234,7 @@ class MemoryTaskStore(AbstractTaskStore):
     async def release(self, lease: Lease) -> None:
         """Back to pending with an expired lease."""
         record = self._fenced(lease, "release")
-        self._put(record, state=TaskState.PENDING, lease_expires_at=0.0)
+        self._put(record, state=TaskState.PENDING, lease_expires_at=self._clock.time())
 
     async def renew(
         self, owner: str, leases: Sequence[Lease], *, lease_ttl: float

@@ -1,0 +1,126 @@
+"""The aiohttp SSE handler of one task, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncGenerator
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from ai.backend.common.bgtask import BgtaskMetrics, TaskFollower
+from ai.backend.common.bgtask.sse import format_sse, make_task_events_handler
+
+from ._stack import open_stack
+from .conftest import wait_until
+
+ROUTE = "/events/background-task"
+
+
+async def read_events(response: aiohttp.ClientResponse) -> AsyncGenerator[tuple[str, str], None]:
+    """(event, data) pairs until the stream ends; comments are skipped."""
+    name, data = "", list[str]()
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith(":"):
+            continue
+        if line == "":
+            if name or data:
+                yield name, "\n".join(data)
+            name, data = "", list[str]()
+        elif line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data.append(line[len("data: ") :])
+
+
+def app_for(follower: TaskFollower, metrics: BgtaskMetrics) -> web.Application:
+    app = web.Application()
+    handler = make_task_events_handler(
+        follower, metrics=metrics, keepalive_interval=0.2, poll_interval=0.05
+    )
+    app.router.add_get(ROUTE, handler)
+    return app
+
+
+def test_format_sse() -> None:
+    assert format_sse('{"a":1}', event="bgtask_done") == b'event: bgtask_done\ndata: {"a":1}\n\n'
+    assert format_sse("x\ny", retry=5) == b"retry: 5\ndata: x\ndata: y\n\n"
+
+
+async def test_stream_ends_with_final_event() -> None:
+    registry = CollectorRegistry()
+    metrics = BgtaskMetrics(registry)
+    async with (
+        open_stack() as stack,
+        TestClient(TestServer(app_for(stack.follower, metrics))) as client,
+    ):
+        task_id = await stack.manager.start("steps")
+        response = await client.get(ROUTE, params={"taskId": str(task_id)})
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/event-stream"
+        received: list[tuple[str, str]] = []
+        async for name, data in read_events(response):
+            received.append((name, data))
+            if name == "bgtask_updated" and json.loads(data)["current_progress"] == 1.0:
+                stack.release.set()
+        assert received[-1] == ("server_close", "{}")
+        assert received[-2][0] == "bgtask_done"
+        assert json.loads(received[-2][1]) == {"task_id": str(task_id), "message": "finished"}
+        assert all(name == "bgtask_updated" for name, _ in received[:-2])
+        await wait_until(lambda: registry.get_sample_value("backendai_bgtask_sse_streams") == 0)
+
+
+async def test_early_disconnect_releases_everything() -> None:
+    registry = CollectorRegistry()
+    metrics = BgtaskMetrics(registry)
+    async with (
+        open_stack() as stack,
+        TestClient(TestServer(app_for(stack.follower, metrics))) as client,
+    ):
+        task_id = await stack.manager.start("steps")
+        response = await client.get(ROUTE, params={"task_id": str(task_id)})
+        events = read_events(response)
+        first = await anext(events)
+        assert first[0] == "bgtask_updated"
+        assert stack.hub.statistics().propagators == 1
+        assert registry.get_sample_value("backendai_bgtask_sse_streams") == 1
+        await events.aclose()
+        response.close()  # the client leaves while the task is still running
+
+        def released() -> bool:
+            return (
+                stack.hub.statistics().propagators == 0
+                and stack.follower.statistics().active == 0
+                and registry.get_sample_value("backendai_bgtask_sse_streams") == 0
+            )
+
+        await wait_until(released)
+        # No series was ever labelled with the task.
+        for family in registry.collect():
+            for sample in family.samples:
+                assert str(task_id) not in sample.labels.values()
+        assert (await stack.store.get(task_id)) is not None  # the task itself goes on
+        stack.release.set()
+        record = await stack.manager.wait(task_id)
+        assert record.state.value == "succeeded"
+
+
+async def test_unknown_task_is_404() -> None:
+    registry = CollectorRegistry()
+    metrics = BgtaskMetrics(registry)
+    async with (
+        open_stack() as stack,
+        TestClient(TestServer(app_for(stack.follower, metrics))) as client,
+    ):
+        missing = await client.get(ROUTE, params={"taskId": str(uuid.uuid4())})
+        assert missing.status == 404
+        body = await missing.json(content_type=None)
+        assert body["error_code"] == "bgtask_read_not-found"
+        bad = await client.get(ROUTE, params={"taskId": "not-a-uuid"})
+        assert bad.status == 400
+        assert stack.hub.statistics().propagators == 0
+        assert registry.get_sample_value("backendai_bgtask_sse_streams") == 0

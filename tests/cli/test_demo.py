@@ -23,7 +23,8 @@ def test_demo_json_reports_every_step_ok() -> None:
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert rows, "the demo printed no summary rows"
-    assert {row["capability"] for row in rows} >= {"types", "errors", "contexts", "configs"}
+    expected = {"types", "errors", "contexts", "configs", "resilience"}
+    assert {row["capability"] for row in rows} >= expected
     assert all(row["ok"] == "yes" for row in rows), rows
 
 

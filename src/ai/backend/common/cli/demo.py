@@ -8,6 +8,7 @@ listed in ``STEPS``; the demo prints what each does and ends with a summary tabl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pickle
 import tempfile
 import time
@@ -21,6 +22,7 @@ from ..configs import ConfigurationError, load_config
 from ..contexts import ContextBundle, bind_request_id, bind_user, current_request_id, current_user
 from ..data import UserData
 from ..exception import BackendAIError, InvalidAPIParameters
+from ..resilience import Backoff, BreakerOpen, CircuitBreaker, FakeClock, Pipeline, Retry
 from ..types import BinarySize, HostPortPair, ResourceSlot
 from .context import CLIContext, pass_cli
 from .settings import CommonSettings
@@ -114,7 +116,58 @@ def _configs_walkthrough(cli: CLIContext) -> StepResult:
     return StepResult("configs", "file < env < override, bad value named", ok)
 
 
-STEPS: list[Step] = [step_types, step_errors, step_contexts, step_configs]
+async def step_resilience(cli: CLIContext) -> StepResult:
+    """A breaker opens on failures, fails fast, probes after its wait and closes again."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        name="storage-proxy", minimum_calls=4, window_size=10, wait_in_open=5.0, clock=clock
+    )
+    # The retry sleeps for real (10 ms); the breaker's wait runs on a fake clock the demo advances.
+    retry = Retry(max_attempts=2, backoff=Backoff(kind="fixed", initial=0.01, max_delay=0.01))
+    pipeline = Pipeline([retry, breaker], dependency="storage-proxy")
+    healthy = False
+    calls = 0
+
+    async def dependency() -> str:
+        nonlocal calls
+        calls += 1
+        if not healthy:
+            raise ConnectionError("storage proxy down")
+        return "ok"
+
+    for _ in range(3):
+        with contextlib.suppress(ConnectionError, BreakerOpen):
+            await pipeline.call(dependency)
+    opened = breaker.state == "open"
+    before = calls
+    try:
+        await breaker.call(dependency)
+        fast_failed = False
+    except BreakerOpen as exc:
+        fast_failed = calls == before
+        cli.say(f"  [bold]resilience[/]: {exc} (dependency not called)")
+    healthy = True
+    clock.advance(5.0)
+    result = await pipeline.call(dependency)
+    closed = breaker.state == "closed"
+    cli.say(
+        f"  [bold]resilience[/]: after the wait one probe succeeded ({result}) -> {breaker.state}"
+    )
+    ok = opened and fast_failed and closed
+    return StepResult("resilience", "breaker closed -> open -> half-open -> closed", ok)
+
+
+STEPS: list[Step] = [
+    step_types,
+    step_errors,
+    step_contexts,
+    step_configs,
+    step_resilience,
+]
+
+
+STEP_TIMEOUT = 20.0
+"""Seconds one demo step may take before it is reported as failed."""
 
 
 async def run_demo(cli: CLIContext) -> list[StepResult]:
@@ -123,7 +176,10 @@ async def run_demo(cli: CLIContext) -> list[StepResult]:
     for step in STEPS:
         name = step.__name__.removeprefix("step_")
         try:
-            results.append(await step(cli))
+            async with asyncio.timeout(STEP_TIMEOUT):
+                results.append(await step(cli))
+        except TimeoutError:
+            results.append(StepResult(name, f"did not finish within {STEP_TIMEOUT:.0f} s", False))
         except BackendAIError as exc:
             results.append(StepResult(name, f"failed: {exc}", ok=False))
     return results

@@ -7,6 +7,7 @@ that has both a value and children becomes ``{"": value, **children}``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 from .exceptions import EtcdInvalidArgument
@@ -20,6 +21,12 @@ __all__ = (
     "unflatten",
     "unflatten_pairs",
 )
+
+
+@functools.lru_cache(maxsize=8192)
+def _quote_component(component: str) -> str:
+    # Record field names repeat (``endpoint``, ``port``, ...): quote each once.
+    return quote(component)
 
 
 def slash(prefix: str) -> str:
@@ -37,7 +44,7 @@ def flatten(key: str, obj: Mapping[str, object]) -> dict[str, str]:
                 raise EtcdInvalidArgument(
                     f"put_prefix({key!r}): dict key {k!r} under {prefix!r} is not a string"
                 )
-            flat = prefix if k == "" else f"{prefix}/{quote(k)}"
+            flat = prefix if k == "" else f"{prefix}/{_quote_component(k)}"
             if isinstance(v, Mapping):
                 walk(flat, v)
             elif v is None:

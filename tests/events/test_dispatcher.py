@@ -258,7 +258,7 @@ async def test_observer_errors_do_not_stop_handling(queue: AbstractMessageQueue)
         d.consume(Ping, None, handler)
         await EventProducer(queue, "t").anycast_events_batch([Ping(seq=1), Ping(seq=2)])
         await wait_for(_acked(d, 2))
-    assert seen == [1, 2] or sorted(seen) == [1, 2]
+    assert sorted(seen) == [1, 2]
     assert [f.stage for f in failures] == ["observer", "observer"]
 
 
@@ -416,7 +416,7 @@ async def test_durable_broadcast_subscriber(bus: Bus) -> None:
         for i in range(5):
             await EventProducer(sender, "agent-1").broadcast_event(Shout(seq=i))
         await wait_for(lambda: len(seen) == 5)
-    assert seen == [0, 1, 2, 3, 4] or sorted(seen) == [0, 1, 2, 3, 4]
+    assert sorted(seen) == [0, 1, 2, 3, 4]  # handled concurrently: any order
 
 
 async def test_concurrency_is_bounded(queue: AbstractMessageQueue) -> None:

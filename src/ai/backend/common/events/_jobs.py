@@ -18,10 +18,11 @@ T = TypeVar("T")
 class JobQueue(Generic[T]):
     """FIFO of jobs; ``get`` waits while it is empty; ``join`` waits until all are done."""
 
-    __slots__ = ("_all_done", "_idle", "_items", "_unfinished")
+    __slots__ = ("_all_done", "_idle", "_unfinished", "items")
 
     def __init__(self) -> None:
-        self._items: collections.deque[T] = collections.deque()
+        self.items: collections.deque[T] = collections.deque()
+        """The waiting jobs, oldest first (read-only for callers)."""
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._unfinished = 0
         self._all_done = asyncio.Event()
@@ -29,26 +30,28 @@ class JobQueue(Generic[T]):
 
     def qsize(self) -> int:
         """Jobs waiting for a worker."""
-        return len(self._items)
+        return len(self.items)
 
     def empty(self) -> bool:
         """Whether no job is waiting."""
-        return not self._items
+        return not self.items
 
     def put_nowait(self, job: T) -> None:
         """Add a job and wake one idle worker."""
-        self._items.append(job)
+        self.items.append(job)
+        if not self._unfinished:
+            self._all_done.clear()
         self._unfinished += 1
-        self._all_done.clear()
-        self._wake_one()
+        if self._idle:
+            self._wake_one()
 
     def get_nowait(self) -> T:
         """Take the oldest job (the queue must not be empty)."""
-        return self._items.popleft()
+        return self.items.popleft()
 
     async def get(self) -> T:
         """Take the oldest job, waiting for one if needed."""
-        while not self._items:
+        while not self.items:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._idle.append(waiter)
             try:
@@ -56,10 +59,10 @@ class JobQueue(Generic[T]):
             except BaseException:
                 if waiter in self._idle:
                     self._idle.remove(waiter)
-                elif self._items:
+                elif self.items:
                     self._wake_one()  # we were woken for a job we will not take: pass it on
                 raise
-        return self._items.popleft()
+        return self.items.popleft()
 
     def task_done(self) -> None:
         """Mark one taken job as finished."""

@@ -135,6 +135,10 @@ class EventCodec:
         self._meta_encoded[context] = text
         return text
 
+    def known_metadata(self, text: str | None) -> ContextBundle | None:
+        """The bundle of a ``metadata`` text decoded before (a cache hit), else ``None``."""
+        return self._meta_decoded.get(text) if text else EMPTY_CONTEXT
+
     def decode_metadata(self, text: str | None) -> ContextBundle:
         """The context bundle of a ``metadata`` JSON text (``None`` or empty: no context)."""
         if not text:

@@ -9,7 +9,9 @@ recorded. A message is acked once every handler succeeded, nacked with the error
 
 How it runs: one pump task per delivery pattern reads the queue and puts messages on a job
 queue, ``max_concurrency`` worker tasks take them (no task per message), and one acker task
-acks finished messages in batches. All of them live in a TaskGroup owned by the dispatcher.
+acks finished messages in batches (a worker acks its message itself when no ack is under way,
+which saves a loop turn when messages come one at a time). All of them live in a TaskGroup
+owned by the dispatcher.
 
 Callbacks are ``callback(context, source, event)`` (upstream's signature), sync or async.
 An async callback is awaited by a worker. A sync callback is called directly on the event loop,
@@ -65,6 +67,8 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Generic, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
+
+from pydantic import ValidationError
 
 from ..contexts import (
     ContextBundle,
@@ -664,11 +668,11 @@ class EventDispatcher:
 
     async def _worker(self) -> None:
         jobs = self._jobs
+        items = jobs.items
         get = jobs.get
-        get_nowait = jobs.get_nowait
         done = jobs.task_done
         while True:
-            job = get_nowait() if jobs.qsize() else await get()
+            job = items.popleft() if items else await get()
             self._busy += 1
             if self._room_wanted and self._jobs.qsize() <= self._room_low:
                 self._room_wanted = False
@@ -697,14 +701,13 @@ class EventDispatcher:
         single = route.single
         if single is not None and msg.delivery_count == 1:
             # The common case: one handler, first delivery. No record is needed: the ack is it.
+            codec = self._codec
             try:
-                context = self._codec.decode_metadata(fields.get("metadata"))
-                payload = fields.get("payload")
-                if payload is None:
-                    raise EventDecodeError(f"entry of event {name!r} has no 'payload' field")
-                decoded = self._codec.decode_event(single.event_cls, payload)
-            except EventDecodeError as exc:
-                await self._dead_letter(msg, name, exc)
+                metadata = fields.get("metadata")
+                context = codec.known_metadata(metadata) or codec.decode_metadata(metadata)
+                decoded = single.event_cls.model_validate_json(fields["payload"])
+            except (EventDecodeError, ValidationError, KeyError):
+                await self._dead_letter_undecodable(msg, name, single.event_cls)
                 return
             error = await self._call(
                 single, fields.get("source", ""), decoded, context, name, msg_id, 1
@@ -970,6 +973,21 @@ class EventDispatcher:
             return
         self._nacked += 1
 
+    async def _dead_letter_undecodable(
+        self, msg: AnycastMessage, name: str, event_cls: type[AbstractEvent]
+    ) -> None:
+        # The fast path only knows that decoding failed: decode again for the full reason.
+        try:
+            self._codec.decode_metadata(msg.fields.get("metadata"))
+            payload = msg.fields.get("payload")
+            if payload is None:
+                raise EventDecodeError(f"entry of event {name!r} has no 'payload' field")
+            self._codec.decode_event(event_cls, payload)
+        except EventDecodeError as exc:
+            await self._dead_letter(msg, name, exc)
+            return
+        raise AssertionError("a payload failed to decode once and then decoded")
+
     async def _dead_letter(self, msg: AnycastMessage, name: str, exc: Exception) -> None:
         self._active.pop(msg.msg_id, None)
         self._report("decode", exc, event_name=name or None, msg_id=msg.msg_id)
@@ -1003,7 +1021,7 @@ class EventDispatcher:
         self._failures += 1
         if self._on_failure is None:
             if stage != "handler":
-                log.warning("EventDispatcher %s failure: %r", stage, exc)
+                log.warning("EventDispatcher %s failure: %r", stage, exc, exc_info=exc)
             return
         try:
             self._on_failure(

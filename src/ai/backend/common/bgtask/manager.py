@@ -7,8 +7,9 @@ its id at once; the handler then runs in the manager's task group. While it runs
 - a heartbeat renews the leases of every task the node holds, every ``lease_ttl / 3``; a lease
   reported lost (another node adopted the task) stops the handler here and nothing more is
   written; a renewal reporting a cancel request cancels it;
-- progress goes to the store and out as ``bgtask_updated`` (broadcast with cache
-  ``bgtask.<id>``) at most once per ``progress_interval`` per task;
+- progress goes out as ``bgtask_updated`` (broadcast with cache ``bgtask.<id>``) at most once
+  per ``progress_interval`` per task, and to the store at most once per
+  ``store_progress_interval``;
 - the end is one fenced write of the final state and result (or error code and message),
   then the final upstream event (``bgtask_done``, ``bgtask_partial_success``,
   ``bgtask_failed``, ``bgtask_cancelled``).
@@ -132,7 +133,11 @@ class BackgroundTaskConfig:
     """Extra seconds an expired task whose name this node has no handler for is left to
     nodes that have one, before this node fails it (default ``lease_ttl``)."""
     progress_interval: float = 0.5
-    """At most one progress write and ``bgtask_updated`` per task per this many seconds."""
+    """At most one ``bgtask_updated`` per task per this many seconds (coalescing)."""
+    store_progress_interval: float = 1.0
+    """At most one progress write to the store per task per this many seconds (the events
+    carry every flushed update; the store keeps the progress for late readers and adopters,
+    and always gets the final values)."""
     retention: float = 3600.0
     """Seconds a final task stays readable before it is purged with its index entries."""
     sweep_interval: float = 30.0
@@ -170,6 +175,7 @@ class BackgroundTaskConfig:
                 )
         non_negative = {
             "progress_interval": self.progress_interval,
+            "store_progress_interval": self.store_progress_interval,
             "cancel_grace": self.cancel_grace,
             "drain_timeout": self.drain_timeout,
             "unknown_name_grace": self.unknown_name_grace,
@@ -231,7 +237,9 @@ class ManagerStatistics:
     handed_over: int
     """Tasks released on shutdown."""
     progress_writes: int
-    """Progress updates written (after coalescing)."""
+    """Progress updates broadcast (after coalescing)."""
+    progress_store_writes: int
+    """Progress updates written to the store (at most one per ``store_progress_interval``)."""
     store_errors: int
     """Store calls that failed (unreachable, timeout) and were retried or given up."""
     event_errors: int
@@ -279,6 +287,8 @@ class _Entry:
         self.done = asyncio.Event()
         self.lock = asyncio.Lock()
         self.next_flush = 0.0
+        self.next_store_write = 0.0
+        self.flushing = False
 
 
 class BackgroundTaskManager:
@@ -328,6 +338,7 @@ class BackgroundTaskManager:
             "lost": 0,
             "handed_over": 0,
             "progress_writes": 0,
+            "progress_store_writes": 0,
             "store_errors": 0,
             "event_errors": 0,
         }
@@ -876,8 +887,8 @@ class BackgroundTaskManager:
     def progress_changed(self, task_id: TaskId) -> None:
         """Called by a reporter on ``update()``: schedule a (coalesced) write."""
         entry = self._entries.get(task_id)
-        if entry is None or entry.closed or task_id in self._dirty:
-            return
+        if entry is None or entry.closed or entry.flushing or task_id in self._dirty:
+            return  # a running flush re-schedules itself if it left something unwritten
         self._dirty[task_id] = entry
         self._pump_wakeup.set()
 
@@ -921,43 +932,49 @@ class BackgroundTaskManager:
                     continue
                 for entry in due:
                     del self._dirty[entry.task_id]
-                async with asyncio.TaskGroup() as batch:
-                    for entry in due:
-                        batch.create_task(self._flush_progress(entry))
+                    entry.flushing = True
+                    self._spawn(self._flush_progress(entry), f"bgtask.progress[{entry.task_id}]")
 
     async def _flush_progress(self, entry: _Entry) -> None:
         loop = asyncio.get_running_loop()
-        async with entry.lock:
-            if entry.closed or not entry.reporter.unflushed:
-                return
-            snap = entry.reporter.snapshot()
-            try:
-                await self._store.update_progress(
-                    entry.lease, current=snap.current, total=snap.total, message=snap.message
+        try:
+            async with entry.lock:
+                if entry.closed or not entry.reporter.unflushed:
+                    return
+                snap = entry.reporter.snapshot()
+                now = loop.time()
+                if now >= entry.next_store_write:
+                    try:
+                        await self._store.update_progress(
+                            entry.lease,
+                            current=snap.current,
+                            total=snap.total,
+                            message=snap.message,
+                        )
+                    except _LOST_ERRORS:
+                        self._lose(entry)
+                        return
+                    except BgtaskError as exc:
+                        # The event still goes out; the store gets the values next time.
+                        self._counts["store_errors"] += 1
+                        log.warning("bgtask %s: progress not stored: %s", entry.task_id, exc)
+                    else:
+                        self._counts["progress_store_writes"] += 1
+                        entry.next_store_write = now + self._config.store_progress_interval
+                self._counts["progress_writes"] += 1
+                await self._publish(
+                    BgtaskUpdatedEvent(
+                        task_id=entry.task_id,
+                        current_progress=snap.current,
+                        total_progress=snap.total,
+                        message=snap.message,
+                    ),
+                    entry.context,
                 )
-            except _LOST_ERRORS:
-                self._lose(entry)
-                return
-            except BgtaskError as exc:
-                self._counts["store_errors"] += 1
-                log.warning("bgtask %s: progress not written: %s", entry.task_id, exc)
-                entry.next_flush = loop.time() + max(
-                    self._config.progress_interval, self._config.effective_heartbeat_interval
-                )
-                self.progress_changed(entry.task_id)
-                return
-            self._counts["progress_writes"] += 1
-            await self._publish(
-                BgtaskUpdatedEvent(
-                    task_id=entry.task_id,
-                    current_progress=snap.current,
-                    total_progress=snap.total,
-                    message=snap.message,
-                ),
-                entry.context,
-            )
-            entry.reporter.mark_flushed(snap.seq)
-            entry.next_flush = loop.time() + self._config.progress_interval
+                entry.reporter.mark_flushed(snap.seq)
+                entry.next_flush = loop.time() + self._config.progress_interval
+        finally:
+            entry.flushing = False
         if entry.reporter.unflushed:
             self.progress_changed(entry.task_id)
 

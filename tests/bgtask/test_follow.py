@@ -9,14 +9,13 @@ import uuid
 import pytest
 
 from ai.backend.common.bgtask import TaskId, TaskNotFound
-from ai.backend.common.events import BgtaskDoneEvent, BgtaskUpdatedEvent
-from ai.backend.common.events.families.bgtask import BaseBgtaskEvent
+from ai.backend.common.events import AbstractEvent, BgtaskDoneEvent, BgtaskUpdatedEvent
 
 from ._stack import open_stack
 from .conftest import wait_until
 
 
-async def collect(events: object) -> list[BaseBgtaskEvent]:
+async def collect(events: object) -> list[AbstractEvent]:
     return [event async for event in events]  # type: ignore[attr-defined]
 
 

@@ -18,12 +18,12 @@ import pytest
 
 from ai.backend.common.bgtask import TaskFollower, TaskId, TaskState, subscribe_bgtask_events
 from ai.backend.common.events import (
+    AbstractEvent,
     BgtaskDoneEvent,
     BgtaskFailedEvent,
     EventDispatcher,
     EventHub,
 )
-from ai.backend.common.events.families.bgtask import BaseBgtaskEvent
 
 from ._node import Node, open_node
 from .conftest import wait_until
@@ -77,7 +77,7 @@ async def following_node(redis_url: str, node_id: str) -> AsyncIterator[tuple[No
         await hub.aclose()
 
 
-async def collect(follower: TaskFollower, task_id: TaskId) -> list[BaseBgtaskEvent]:
+async def collect(follower: TaskFollower, task_id: TaskId) -> list[AbstractEvent]:
     return [event async for event in follower.follow(task_id)]
 
 

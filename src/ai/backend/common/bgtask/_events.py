@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from ..events import (
     BgtaskCancelledEvent,
     BgtaskDoneEvent,
@@ -9,21 +11,39 @@ from ..events import (
     BgtaskPartialSuccessEvent,
     BgtaskUpdatedEvent,
 )
-from ..events.families.bgtask import BaseBgtaskEvent
 from .types import TaskRecord, TaskState
 
-__all__ = ("FINAL_EVENT_TYPES", "STARTED_MESSAGE", "event_of_record", "progress_event")
+__all__ = (
+    "BGTASK_EVENT_TYPES",
+    "FINAL_EVENT_TYPES",
+    "STARTED_MESSAGE",
+    "BgtaskEvent",
+    "event_of_record",
+    "progress_event",
+)
+
+BgtaskEvent: TypeAlias = (
+    BgtaskUpdatedEvent
+    | BgtaskDoneEvent
+    | BgtaskPartialSuccessEvent
+    | BgtaskFailedEvent
+    | BgtaskCancelledEvent
+)
+"""Any upstream bgtask event (the classes ``ai.backend.common.events`` exports)."""
 
 STARTED_MESSAGE = "Task started"
 """The message of the ``bgtask_updated`` event broadcast when a task is created (upstream's)."""
 
-FINAL_EVENT_TYPES: tuple[type[BaseBgtaskEvent], ...] = (
+FINAL_EVENT_TYPES = (
     BgtaskDoneEvent,
     BgtaskPartialSuccessEvent,
     BgtaskFailedEvent,
     BgtaskCancelledEvent,
 )
 """The events that end a task's stream."""
+
+BGTASK_EVENT_TYPES = (BgtaskUpdatedEvent, *FINAL_EVENT_TYPES)
+"""Every bgtask event class."""
 
 
 def progress_event(record: TaskRecord) -> BgtaskUpdatedEvent:
@@ -36,7 +56,7 @@ def progress_event(record: TaskRecord) -> BgtaskUpdatedEvent:
     )
 
 
-def event_of_record(record: TaskRecord) -> BaseBgtaskEvent:
+def event_of_record(record: TaskRecord) -> BgtaskEvent:
     """The final event of a final record, else its progress event."""
     match record.state:
         case TaskState.SUCCEEDED:

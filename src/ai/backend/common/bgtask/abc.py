@@ -36,9 +36,10 @@ class AbstractTaskStore(abc.ABC):
       (``LeaseStatus.CANCEL_REQUESTED``), and notifies ``cancellations()`` iterators (a hint
       that may be lost: the flag is the truth).
 
-    Errors are :class:`~.exceptions.BgtaskError` subclasses (``TaskStoreUnavailable`` when the
-    backend cannot be reached), never a backend's own. ``async with`` opens, ``aclose()``
-    closes (idempotent); a store handed an already open client never closes that client.
+    Each call is applied atomically or not at all; a cancelled call may or may not have been
+    applied. Errors are :class:`~.exceptions.BgtaskError` subclasses (``TaskStoreUnavailable``
+    when the backend cannot be reached), never a backend's own. ``async with`` opens,
+    ``aclose()`` closes (idempotent); a store handed an already open client never closes it.
     """
 
     async def __aenter__(self) -> Self:

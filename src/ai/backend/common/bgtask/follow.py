@@ -27,16 +27,20 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from ..events import (
-    BgtaskUpdatedEvent,
+    AbstractEvent,
     EventDispatcher,
     EventDomain,
     EventHub,
     EventPropagator,
 )
-from ..events.event import AbstractEvent
-from ..events.families.bgtask import BaseBgtaskEvent
 from ..exception import InvalidArgument
-from ._events import FINAL_EVENT_TYPES, event_of_record, progress_event
+from ._events import (
+    BGTASK_EVENT_TYPES,
+    FINAL_EVENT_TYPES,
+    BgtaskEvent,
+    event_of_record,
+    progress_event,
+)
 from .abc import AbstractTaskStore
 from .exceptions import TaskNotFound
 from .types import TaskId
@@ -46,8 +50,7 @@ __all__ = ("FollowerStatistics", "TaskFollower", "subscribe_bgtask_events")
 
 def subscribe_bgtask_events(dispatcher: EventDispatcher, hub: EventHub) -> None:
     """Feed ``hub`` with every bgtask broadcast ``dispatcher`` receives."""
-    event_types: tuple[type[BaseBgtaskEvent], ...] = (BgtaskUpdatedEvent, *FINAL_EVENT_TYPES)
-    for event_cls in event_types:
+    for event_cls in BGTASK_EVENT_TYPES:
         dispatcher.subscribe(
             event_cls, None, hub.on_event, name=f"bgtask.hub.{event_cls.event_name}"
         )
@@ -68,7 +71,7 @@ class _TaskPropagator(EventPropagator):
 
     def __init__(self, maxsize: int) -> None:
         self._id = uuid.uuid4()
-        self._buffer: collections.deque[BaseBgtaskEvent] = collections.deque()
+        self._buffer: collections.deque[BgtaskEvent] = collections.deque()
         self._maxsize = maxsize
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -80,7 +83,7 @@ class _TaskPropagator(EventPropagator):
 
     async def propagate_event(self, event: AbstractEvent) -> None:
         """Buffer a bgtask event."""
-        if self._closed or not isinstance(event, BaseBgtaskEvent):
+        if self._closed or not isinstance(event, BGTASK_EVENT_TYPES):
             return
         if len(self._buffer) >= self._maxsize:
             for index, queued in enumerate(self._buffer):
@@ -96,7 +99,7 @@ class _TaskPropagator(EventPropagator):
         self._closed = True
         self._wakeup.set()
 
-    async def get(self, wait: float) -> BaseBgtaskEvent | None:
+    async def get(self, wait: float) -> BgtaskEvent | None:
         """The next event, or ``None`` after ``wait`` seconds without one (or once closed)."""
         if not self._buffer and not self._closed:
             self._wakeup.clear()
@@ -137,7 +140,7 @@ class TaskFollower:
         self._active = 0
         self._polls = 0
 
-    async def follow(self, task_id: TaskId) -> AsyncGenerator[BaseBgtaskEvent, None]:
+    async def follow(self, task_id: TaskId) -> AsyncGenerator[BgtaskEvent, None]:
         """Yield the task's events (first its current progress, or its final event if it has
         ended), ending after the final one. Raises ``TaskNotFound`` for an unknown id.
 

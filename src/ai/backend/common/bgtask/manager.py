@@ -73,7 +73,6 @@ from pydantic import BaseModel
 
 from ..contexts import ContextBundle
 from ..events import BgtaskUpdatedEvent, EventProducer
-from ..events.families.bgtask import BaseBgtaskEvent
 from ..exception import (
     BackendAIError,
     ErrorCode,
@@ -83,7 +82,7 @@ from ..exception import (
     InvalidArgument,
 )
 from ..message_queue import MessageQueueError
-from ._events import STARTED_MESSAGE, event_of_record
+from ._events import STARTED_MESSAGE, BgtaskEvent, event_of_record
 from .abc import AbstractTaskStore
 from .exceptions import (
     BgtaskError,
@@ -872,7 +871,7 @@ class BackgroundTaskManager:
                 entry.context,
             )
 
-    async def _publish(self, event: BaseBgtaskEvent, context: ContextBundle | None) -> None:
+    async def _publish(self, event: BgtaskEvent, context: ContextBundle | None) -> None:
         if self._producer is None:
             return
         try:
@@ -1050,6 +1049,7 @@ class BackgroundTaskManager:
         reached first), within ``cancel_grace``; from another node it returns once the request
         is recorded, and the owner cancels the handler on the notification or its next
         heartbeat. A final task is returned unchanged; an unknown id raises ``TaskNotFound``.
+        If this call is cancelled, the request may already be recorded (the owner acts on it).
         """
         record = await self._store.request_cancel(task_id)
         entry = self._entries.get(task_id)
@@ -1190,7 +1190,8 @@ class BackgroundTaskManager:
 
     async def adopt_expired(self) -> list[TaskId]:
         """Adopt the tasks whose lease expired (the adoption loop does this periodically);
-        returns the ids adopted here."""
+        returns the ids adopted here. If cancelled, a task adopted but not yet handled keeps
+        this node's lease until it expires again and another scan adopts it."""
         if self._state != "running":
             return []
         adopted: list[TaskId] = []

@@ -40,13 +40,13 @@ Limits:
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import hmac
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -74,6 +74,7 @@ from .types import (
     AuthMethod,
     AuthResult,
     Clock,
+    Keypair,
     SignatureVersion,
     utcnow,
 )
@@ -88,6 +89,7 @@ __all__ = (
     "HMACSigner",
     "HMACVerifier",
     "compute_signature",
+    "derive_signing_key",
     "format_authorization",
     "parse_api_version",
     "parse_authorization",
@@ -120,8 +122,7 @@ def _utf8(value: str) -> bytes:
         return value.encode("utf-8", "surrogatepass")
 
 
-@dataclass(frozen=True, slots=True)
-class AuthorizationParams:
+class AuthorizationParams(NamedTuple):
     """The parts of a ``BackendAI signMethod=..., credential=...`` header."""
 
     hash_type: str
@@ -130,12 +131,29 @@ class AuthorizationParams:
     version: SignatureVersion
 
 
+# The shape every client writes; anything else goes through the general parser below.
+_CANONICAL_AUTH_RE = re.compile(
+    r"BackendAI signMethod=HMAC-([A-Za-z0-9_]+), credential=([A-Za-z0-9]+):([0-9a-f]+)"
+    r"(?:, sigVersion=([12]))?"
+)
+_VERSIONS_BY_TEXT = {str(int(v)): v for v in SignatureVersion}
+
+
 def parse_authorization(value: str) -> AuthorizationParams:
     """Parse an ``Authorization`` header; malformed input raises ``MalformedCredentials``."""
     if len(value) > _MAX_AUTH_HEADER_LEN:
         raise MalformedCredentials(
             f"Authorization header is {len(value)} characters long, at most "
             f"{_MAX_AUTH_HEADER_LEN} allowed"
+        )
+    match = _CANONICAL_AUTH_RE.fullmatch(value)
+    if match is not None:
+        hash_type, access_key, signature, version = match.groups()
+        return AuthorizationParams(
+            hash_type.lower(),
+            access_key,
+            signature,
+            SignatureVersion.V1 if version is None else _VERSIONS_BY_TEXT[version],
         )
     auth_type, sep, rest = value.strip().partition(" ")
     if not sep or auth_type not in _AUTH_TYPES:
@@ -173,13 +191,12 @@ def parse_authorization(value: str) -> AuthorizationParams:
     version = SignatureVersion.V1
     raw = params.get("sigVersion")
     if raw is not None:
-        known = {str(int(v)): v for v in SignatureVersion}
-        if raw not in known:
+        if raw not in _VERSIONS_BY_TEXT:
             raise UnsupportedSignMethod(
-                f"sigVersion {_echo(raw)} is not one of {', '.join(known)}",
+                f"sigVersion {_echo(raw)} is not one of {', '.join(_VERSIONS_BY_TEXT)}",
                 data={"header": AUTHORIZATION_HEADER, "parameter": "sigVersion"},
             )
-        version = known[raw]
+        version = _VERSIONS_BY_TEXT[raw]
     return AuthorizationParams(hash_type.lower(), access_key, signature, version)
 
 
@@ -223,6 +240,7 @@ def parse_date_header(raw: str) -> datetime:
     return parsed
 
 
+@functools.lru_cache(maxsize=256)
 def parse_api_version(value: str) -> tuple[int, int]:
     """Split ``vN.YYYYMMDD`` into ``(N, YYYYMMDD)``; other shapes raise ``MalformedCredentials``."""
     match = _API_VERSION_RE.fullmatch(value.strip())
@@ -234,6 +252,7 @@ def parse_api_version(value: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+@functools.lru_cache(maxsize=256)
 def _mime_type(content_type: str | None) -> str:
     if not content_type:
         return "application/octet-stream"
@@ -261,13 +280,58 @@ def string_to_sign(
     return text
 
 
+def _day(date: datetime) -> bytes:
+    if date.year >= 1000:
+        return b"%04d%02d%02d" % (date.year, date.month, date.day)
+    return date.strftime("%Y%m%d").encode()  # the C library's rendering, as upstream's
+
+
+def derive_signing_key(*, secret_key: str, sign_date: datetime, host: str, hash_type: str) -> bytes:
+    """``HMAC(HMAC(secret, YYYYMMDD), host)``: the key that signs one day's requests to a host."""
+    key = hmac.digest(_utf8(secret_key), _day(sign_date), hash_type)
+    return hmac.digest(key, _utf8(host), hash_type)
+
+
 def compute_signature(
     *, secret_key: str, sign_date: datetime, host: str, text: str, hash_type: str
 ) -> str:
     """``hex(HMAC(HMAC(HMAC(secret, YYYYMMDD), host), text))`` with ``hash_type``."""
-    key = hmac.new(_utf8(secret_key), sign_date.strftime("%Y%m%d").encode(), hash_type).digest()
-    key = hmac.new(key, _utf8(host), hash_type).digest()
-    return hmac.new(key, _utf8(text), hash_type).hexdigest()
+    key = derive_signing_key(
+        secret_key=secret_key, sign_date=sign_date, host=host, hash_type=hash_type
+    )
+    return hmac.digest(key, _utf8(text), hash_type).hex()
+
+
+class _SigningKeyCache:
+    """Keyed HMAC states per (secret, day, host, hash): two of the three HMACs done once a day,
+    and the third starts from a copy of a prepared state."""
+
+    __slots__ = ("_keys", "_limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._keys: dict[tuple[str, bytes, str, str], hmac.HMAC] = {}
+        self._limit = limit
+
+    def sign(
+        self, secret_key: str, sign_date: datetime, host: str, hash_type: str, text: str
+    ) -> str:
+        cache_key = (secret_key, _day(sign_date), host, hash_type)
+        state = self._keys.get(cache_key)
+        if state is None:
+            key = derive_signing_key(
+                secret_key=secret_key, sign_date=sign_date, host=host, hash_type=hash_type
+            )
+            if len(self._keys) >= self._limit:
+                self._keys.clear()
+            state = self._keys[cache_key] = hmac.new(key, digestmod=hash_type)
+        mac = state.copy()
+        mac.update(_utf8(text))
+        return mac.hexdigest()
+
+
+@functools.cache
+def _empty_body_hash(hash_type: str) -> str:
+    return hashlib.new(hash_type, b"").hexdigest()
 
 
 class HMACSigner:
@@ -301,7 +365,7 @@ class HMACSigner:
         self.hash_type = hash_type.lower()
         self.version = version
         self._clock = clock
-        self._empty_hash = hashlib.new(self.hash_type, b"").hexdigest()
+        self._empty_hash = _empty_body_hash(self.hash_type)
 
     def __repr__(self) -> str:
         return f"HMACSigner({self.access_key!r}, host={self.host!r}, version={self.version!r})"
@@ -393,6 +457,8 @@ class HMACVerifier:
         self._hash_types = frozenset(h.lower() for h in hash_types)
         self._trust_forwarded_url = trust_forwarded_url
         self._clock = clock
+        self._signing_keys = _SigningKeyCache()
+        self._results: dict[tuple[str, SignatureVersion], AuthResult] = {}
 
     @property
     def max_skew(self) -> timedelta:
@@ -406,7 +472,6 @@ class HMACVerifier:
             path=request.raw_path,
             host=request.host,
             headers=request.headers,
-            content_type=request.content_type,
             body=request.read,
         )
 
@@ -504,16 +569,14 @@ class HMACVerifier:
             host=host,
             content_type=mime,
             api_version=raw_version,
-            body_hash=hashlib.new(params.hash_type, payload).hexdigest(),
+            body_hash=(
+                hashlib.new(params.hash_type, payload).hexdigest()
+                if payload
+                else _empty_body_hash(params.hash_type)
+            ),
             version=params.version,
         )
-        expected = compute_signature(
-            secret_key=keypair.secret_key,
-            sign_date=date,
-            host=host,
-            text=text,
-            hash_type=params.hash_type,
-        )
+        expected = self._signing_keys.sign(keypair.secret_key, date, host, params.hash_type, text)
         if not hmac.compare_digest(expected.encode("ascii"), _utf8(params.signature)):
             raise SignatureMismatch(
                 f"signature mismatch for access key {params.access_key}: the server signed "
@@ -540,4 +603,16 @@ class HMACVerifier:
                     f"(date {raw_date}) was already accepted; sign every request afresh",
                     data={"access_key": params.access_key, "date": raw_date},
                 )
-        return AuthResult(keypair=keypair, method=AuthMethod.HMAC, signature_version=params.version)
+        return self._result(keypair, params.version)
+
+    def _result(self, keypair: Keypair, version: SignatureVersion) -> AuthResult:
+        # One immutable result per keypair and version, rebuilt when the keypair changes.
+        key = (keypair.access_key, version)
+        result = self._results.get(key)
+        if result is None or result.keypair is not keypair:
+            if len(self._results) >= 4096:
+                self._results.clear()
+            result = self._results[key] = AuthResult(
+                keypair=keypair, method=AuthMethod.HMAC, signature_version=version
+            )
+        return result

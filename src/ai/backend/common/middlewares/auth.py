@@ -23,11 +23,18 @@ from collections.abc import Awaitable, Callable, Collection
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..auth import TOKEN_HEADER, HMACVerifier, InsufficientRole, JWTVerifier, MissingCredentials
+from ..auth import (
+    TOKEN_HEADER,
+    HMACVerifier,
+    InsufficientRole,
+    JWTVerifier,
+    Keypair,
+    MissingCredentials,
+)
 from ..contexts import bind_user
-from ..data.user import UserRole
+from ..data.user import UserData, UserRole
 from ..exception import InvalidArgument
-from ..web import AUTH_RESULT_KEY, UNMATCHED_ROUTE, auth_result, canonical_route, is_anonymous
+from ..web import AUTH_RESULT_KEY, auth_result, canonical_route, is_anonymous
 
 __all__ = ("auth_middleware", "require_role")
 
@@ -42,16 +49,32 @@ def auth_middleware(
     if hmac is None and jwt is None:
         raise InvalidArgument("auth_middleware needs an HMAC or a JWT verifier", data={})
     anonymous_set = frozenset(anonymous_routes)
+    needs_auth: dict[object, bool] = {}  # per route object; routes live as long as the app
+    users: dict[str, tuple[Keypair, UserData]] = {}
+
+    def route_needs_auth(request: web.Request) -> bool:
+        route = request.match_info.route
+        needed = needs_auth.get(route)
+        if needed is None:
+            resource = route.resource
+            if resource is None:  # unmatched: let the 404/405 through
+                return False
+            needed = not (resource.canonical in anonymous_set or is_anonymous(route.handler))
+            needs_auth[route] = needed
+        return needed and not (anonymous_set and request.path in anonymous_set)
+
+    def user_of(keypair: Keypair) -> UserData:
+        # UserData is a frozen pydantic model: build it once per keypair, not per request.
+        cached = users.get(keypair.access_key)
+        if cached is None or cached[0] is not keypair:
+            if len(users) >= 4096:
+                users.clear()
+            cached = users[keypair.access_key] = (keypair, keypair.user_data())
+        return cached[1]
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = canonical_route(request)
-        if (
-            route == UNMATCHED_ROUTE
-            or route in anonymous_set
-            or request.path in anonymous_set
-            or is_anonymous(request.match_info.handler)
-        ):
+        if not route_needs_auth(request):
             return await handler(request)
         token = request.headers.get(TOKEN_HEADER) if jwt is not None else None
         if token is not None and jwt is not None:
@@ -66,7 +89,7 @@ def auth_middleware(
             )
             raise MissingCredentials(f"this route needs credentials: send {expected}")
         request[AUTH_RESULT_KEY] = result
-        with bind_user(result.keypair.user_data()):
+        with bind_user(user_of(result.keypair)):
             return await handler(request)
 
     return authenticate

@@ -20,7 +20,13 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from ..exception import InvalidArgument
-from ..web import CORSRejected, add_response_header, apply_response_headers, problem_response
+from ..web import (
+    CORSRejected,
+    add_response_header,
+    add_response_headers,
+    apply_response_headers,
+    problem_response,
+)
 
 __all__ = ("CORSOptions", "cors_middleware")
 
@@ -89,11 +95,16 @@ def cors_middleware(options: CORSOptions) -> Middleware:
     def allow_origin_value(origin: str) -> str:
         return "*" if options.any_origin and not options.allow_credentials else origin
 
+    static: dict[str, str] = {}
+    if options.allow_credentials:
+        static[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
+    if expose_headers:
+        static[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = expose_headers
+
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get(hdrs.ORIGIN)
-        if varies:
-            add_response_header(request, hdrs.VARY, "Origin")
+        owner = add_response_header(request, hdrs.VARY, "Origin") if varies else False
         requested_method = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
         if origin is not None and request.method == hdrs.METH_OPTIONS and requested_method:
             raw = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS, "")
@@ -119,22 +130,20 @@ def cors_middleware(options: CORSOptions) -> Middleware:
                     headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
                 if options.max_age is not None:
                     headers[hdrs.ACCESS_CONTROL_MAX_AGE] = str(options.max_age)
-            apply_response_headers(request, preflight)
+            if owner:
+                apply_response_headers(request, preflight)
             return preflight
         if origin is not None and options.origin_allowed(origin):
-            add_response_header(
-                request, hdrs.ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin_value(origin)
-            )
-            if options.allow_credentials:
-                add_response_header(request, hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")
-            if expose_headers:
-                add_response_header(request, hdrs.ACCESS_CONTROL_EXPOSE_HEADERS, expose_headers)
+            allowed = {hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: allow_origin_value(origin), **static}
+            owner = add_response_headers(request, allowed) or owner
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            apply_response_headers(request, exc)
+            if owner:
+                apply_response_headers(request, exc)
             raise
-        apply_response_headers(request, response)
+        if owner:
+            apply_response_headers(request, response)
         return response
 
     return cors

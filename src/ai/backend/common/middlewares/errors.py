@@ -22,7 +22,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from ..contexts import current_request_id
 from ..exception import BackendAIError
-from ..web import ERROR_CODE_KEY, canonical_route, problem_response
+from ..web import canonical_route, problem_response
 
 __all__ = ("InternalServerError", "error_middleware")
 
@@ -46,7 +46,6 @@ def error_middleware(*, logger: logging.Logger | None = None) -> Middleware:
         except asyncio.CancelledError:
             raise
         except BackendAIError as exc:
-            request[ERROR_CODE_KEY] = exc.error_code()
             if exc.status_code >= 500:
                 logger.warning(
                     "%s %s failed: %r",
@@ -71,7 +70,6 @@ def error_middleware(*, logger: logging.Logger | None = None) -> Middleware:
                 f"Internal server error (error id {error_id}).",
                 data={"error_id": error_id, "request_id": request_id},
             )
-            request[ERROR_CODE_KEY] = error.error_code()
             return problem_response(error)
 
     return errors

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..exception import ErrorCode
+from ..exception import BackendAIError, ErrorCode
 from ..metrics import APIMetricObserver
-from ..web import ERROR_CODE_KEY, canonical_route
+from ..web import canonical_route
 
 __all__ = ("KNOWN_METHODS", "metrics_middleware")
 
@@ -40,11 +40,14 @@ def metrics_middleware(
         try:
             response = await handler(request)
             status = response.status
-            error_code = request.get(ERROR_CODE_KEY)
+            error_code = getattr(response, "error_code", None)  # set by ProblemResponse
             return response
         except web.HTTPException as exc:
             status = exc.status
             error_code = None
+            raise
+        except BackendAIError as exc:  # no error middleware below this one
+            status, error_code = exc.status_code, exc.error_code()
             raise
         except asyncio.CancelledError:
             status, error_code = 499, None  # the client left; nginx's "client closed request"

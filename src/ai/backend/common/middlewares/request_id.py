@@ -24,23 +24,28 @@ def _valid(value: str) -> bool:
 
 
 def request_id_middleware(
-    *, header: str = REQUEST_ID_HEADER, trust_incoming: bool = True
+    *, header: str = REQUEST_ID_HEADER, trust_incoming: bool = True, client_ip: bool = True
 ) -> Middleware:
-    """The middleware; an incoming id is used only when ``trust_incoming`` and well-formed."""
+    """The middleware; an incoming id is used only when ``trust_incoming`` and well-formed.
+
+    With ``client_ip`` the peer address is also bound (``contexts.current_client_ip``).
+    """
 
     @web.middleware
     async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get(header) if trust_incoming else None
         rid = incoming if incoming is not None and _valid(incoming) else new_request_id()
         request[REQUEST_ID_KEY] = rid
-        add_response_header(request, header, rid)
-        with bind_request_id(rid), bind_client_ip(request.remote):
+        owner = add_response_header(request, header, rid)
+        with bind_request_id(rid), bind_client_ip(request.remote if client_ip else None):
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
-                apply_response_headers(request, exc)
+                if owner:
+                    apply_response_headers(request, exc)
                 raise
-        apply_response_headers(request, response)
+        if owner:
+            apply_response_headers(request, response)
         return response
 
     return request_id

@@ -17,14 +17,14 @@ Guarantees:
 from .exceptions import ClientDisconnected, CORSRejected, ServerStartFailed, WebError
 from .metrics import metrics_handler
 from .request import parse_body, parse_match_info, parse_query
-from .response import PROBLEM_CONTENT_TYPE, json_response, problem_response
+from .response import PROBLEM_CONTENT_TYPE, ProblemResponse, json_response, problem_response
 from .routes import (
     AUTH_RESULT_KEY,
-    ERROR_CODE_KEY,
-    PENDING_HEADERS_KEY,
     REQUEST_ID_KEY,
+    RESPONSE_HEADERS_KEY,
     UNMATCHED_ROUTE,
     add_response_header,
+    add_response_headers,
     anonymous,
     apply_response_headers,
     auth_result,
@@ -37,19 +37,20 @@ from .sse import SSEEvent, SSEResponse, format_comment, format_event
 
 __all__ = (
     "AUTH_RESULT_KEY",
-    "ERROR_CODE_KEY",
-    "PENDING_HEADERS_KEY",
     "PROBLEM_CONTENT_TYPE",
     "REQUEST_ID_KEY",
+    "RESPONSE_HEADERS_KEY",
     "UNMATCHED_ROUTE",
     "CORSRejected",
     "ClientDisconnected",
+    "ProblemResponse",
     "SSEEvent",
     "SSEResponse",
     "ServerStartFailed",
     "WebError",
     "WebServer",
     "add_response_header",
+    "add_response_headers",
     "anonymous",
     "apply_response_headers",
     "auth_result",

@@ -10,7 +10,7 @@ from aiohttp import web
 from ..exception import BackendAIError
 from ..json import dump_json
 
-__all__ = ("PROBLEM_CONTENT_TYPE", "json_response", "problem_response")
+__all__ = ("PROBLEM_CONTENT_TYPE", "ProblemResponse", "json_response", "problem_response")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -31,13 +31,22 @@ def json_response(
     )
 
 
+class ProblemResponse(web.Response):
+    """A problem+json response that remembers its error (metrics read ``error_code``)."""
+
+    def __init__(self, error: BackendAIError, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(
+            body=dump_json(error.problem()),
+            status=error.status_code,
+            headers=headers,
+            content_type=PROBLEM_CONTENT_TYPE,
+        )
+        self.error = error
+        self.error_code = error.error_code()
+
+
 def problem_response(
     error: BackendAIError, *, headers: Mapping[str, str] | None = None
-) -> web.Response:
+) -> ProblemResponse:
     """The RFC 7807 response of ``error``: ``error.problem()`` with ``error.status_code``."""
-    return web.Response(
-        body=dump_json(error.problem()),
-        status=error.status_code,
-        headers=headers,
-        content_type=PROBLEM_CONTENT_TYPE,
-    )
+    return ProblemResponse(error, headers=headers)

@@ -1,4 +1,5 @@
-"""Route facts shared by the middlewares: canonical route labels, anonymous handlers, keys."""
+"""Route facts shared by the middlewares: canonical route labels, anonymous handlers, keys,
+and the response headers middlewares add (also to streamed responses)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
 
 if TYPE_CHECKING:
     from ..auth import AuthResult
 
 __all__ = (
     "AUTH_RESULT_KEY",
-    "ERROR_CODE_KEY",
-    "PENDING_HEADERS_KEY",
     "REQUEST_ID_KEY",
+    "RESPONSE_HEADERS_KEY",
     "UNMATCHED_ROUTE",
     "add_response_header",
+    "add_response_headers",
     "anonymous",
     "apply_response_headers",
     "auth_result",
@@ -36,11 +36,9 @@ def _key(name: str) -> Any:
 
 AUTH_RESULT_KEY: Final[Any] = _key("auth_result")
 """Request key of the :class:`~ai.backend.common.auth.AuthResult` set by the auth middleware."""
-ERROR_CODE_KEY: Final[Any] = _key("error_code")
-"""Request key of the ``ErrorCode`` of the error rendered by the error middleware."""
 REQUEST_ID_KEY: Final[Any] = _key("request_id")
 """Request key of the request id bound by the request-id middleware."""
-PENDING_HEADERS_KEY: Final[Any] = _key("pending_headers")
+RESPONSE_HEADERS_KEY: Final[Any] = _key("response_headers")
 """Request key of the headers middlewares want on the response, streamed or not."""
 UNMATCHED_ROUTE = "__unmatched__"
 """The route label of requests that match no route (404/405), whatever their path."""
@@ -74,43 +72,75 @@ def auth_result(request: web.Request) -> AuthResult | None:
     return result
 
 
-def add_response_header(request: web.Request, name: str, value: str) -> None:
-    """Ask for ``name: value`` on this request's response (``Vary`` values accumulate)."""
-    pending: CIMultiDict[str] | None = request.get(PENDING_HEADERS_KEY)
-    if pending is None:
-        pending = request[PENDING_HEADERS_KEY] = CIMultiDict()
-    if name.lower() == "vary" and name in pending:
-        values = [v.strip() for v in pending[name].split(",")]
+class _Headers(dict[str, str]):
+    """The added headers, and the response they were last copied onto."""
+
+    __slots__ = ("applied_to",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.applied_to: object = None
+
+
+def add_response_header(request: web.Request, name: str, value: str) -> bool:
+    """Ask for ``name: value`` on this request's response (``Vary`` values accumulate).
+
+    Returns ``True`` to the first caller of a request: middlewares run outside-in, so that one
+    is the outermost and applies the headers (:func:`apply_response_headers`) once the inner
+    ones have added theirs; the others only add.
+    """
+    headers: _Headers | None = request.get(RESPONSE_HEADERS_KEY)
+    owner = headers is None
+    if headers is None:
+        headers = request[RESPONSE_HEADERS_KEY] = _Headers()
+    if name == hdrs.VARY and name in headers:
+        values = [v.strip() for v in headers[name].split(",")]
         if value not in values:
-            pending[name] = ", ".join([*values, value])
+            headers[name] = ", ".join([*values, value])
     else:
-        pending[name] = value
+        headers[name] = value
+    headers.applied_to = None
+    return owner
 
 
-def _merge(pending: CIMultiDict[str], headers: Any) -> None:
+def add_response_headers(request: web.Request, headers: dict[str, str]) -> bool:
+    """:func:`add_response_header` for several headers (none of them ``Vary``)."""
+    pending: _Headers | None = request.get(RESPONSE_HEADERS_KEY)
+    if pending is None:
+        request[RESPONSE_HEADERS_KEY] = _Headers(headers)
+        return True
+    pending.update(headers)
+    pending.applied_to = None
+    return False
+
+
+def _merge(pending: _Headers, response: web.StreamResponse | web.HTTPException) -> None:
+    if pending.applied_to is response:
+        return
+    target = response.headers
     for name, value in pending.items():
-        if name.lower() == "vary" and hdrs.VARY in headers:
-            have = [v.strip() for v in headers[hdrs.VARY].split(",")]
+        if name == hdrs.VARY and hdrs.VARY in target:
+            have = [v.strip() for v in target[hdrs.VARY].split(",")]
             extra = [v.strip() for v in value.split(",") if v.strip() not in have]
             if extra:
-                headers[hdrs.VARY] = ", ".join([*have, *extra])
+                target[hdrs.VARY] = ", ".join([*have, *extra])
         else:
-            headers[name] = value
+            target[name] = value
+    pending.applied_to = response
 
 
 def apply_response_headers(
     request: web.Request, response: web.StreamResponse | web.HTTPException
 ) -> None:
-    """Copy the pending headers onto ``response`` unless it was already prepared (sent)."""
-    pending: CIMultiDict[str] | None = request.get(PENDING_HEADERS_KEY)
-    if not pending or (isinstance(response, web.StreamResponse) and response.prepared):
-        return
-    _merge(pending, response.headers)
+    """Copy the added headers onto ``response`` unless it was already prepared (sent)."""
+    pending: _Headers | None = request.get(RESPONSE_HEADERS_KEY)
+    if pending and not (isinstance(response, web.StreamResponse) and response.prepared):
+        _merge(pending, response)
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    """``app.on_response_prepare`` hook: pending headers also reach streamed responses."""
-    pending: CIMultiDict[str] | None = request.get(PENDING_HEADERS_KEY)
+    """``app.on_response_prepare`` hook: the added headers also reach streamed responses."""
+    pending: _Headers | None = request.get(RESPONSE_HEADERS_KEY)
     if pending:
         # Runs inside prepare(): the response counts as prepared, its headers are not sent yet.
-        _merge(pending, response.headers)
+        _merge(pending, response)

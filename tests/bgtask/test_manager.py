@@ -784,3 +784,15 @@ def test_config_validation() -> None:
     assert config.effective_heartbeat_interval == 3
     assert config.effective_adopt_interval == 2.25
     assert config.effective_unknown_name_grace == 9
+
+
+async def test_a_node_does_not_adopt_its_own_running_task(cluster: Cluster) -> None:
+    gate = Gate()
+    register_blocking(cluster, gate)
+    node_a = await cluster.node("node-a", adopt=False, heartbeat_interval=5.0)
+    task_id = await node_a.start("fragile")
+    await wait_until(lambda: len(gate.started) == 1)
+    cluster.expire()  # node-a is slow to renew, but alive and still running it
+    assert await node_a.adopt_expired() == []
+    node_b = await cluster.node("node-b", adopt=False)
+    assert await node_b.adopt_expired() == [task_id]

@@ -264,15 +264,24 @@ class _Entry:
         self,
         record: TaskRecord,
         call: Callable[[ProgressReporter], Awaitable[HandlerResult]],
-        reporter: ProgressReporter,
         context: ContextBundle,
         resumable: bool,
+        manager: BackgroundTaskManager,
     ) -> None:
         self.task_id = record.task_id
         self.name = record.name
         self.lease = record.lease
         self.call = call
-        self.reporter = reporter
+        self.reporter = ProgressReporter(
+            record.task_id,
+            _EntrySink(manager, self),
+            fencing_token=record.token,
+            run_count=record.run_count + 1,
+            last_checkpoint=record.checkpoint,
+            current=record.current,
+            total=record.total,
+            message=record.message,
+        )
         self.context = context
         self.resumable = resumable
         self.resumed = record.run_count > 0
@@ -596,17 +605,7 @@ class BackgroundTaskManager:
         context: ContextBundle,
         resumable: bool,
     ) -> _Entry:
-        reporter = ProgressReporter(
-            record.task_id,
-            self,
-            fencing_token=record.token,
-            run_count=record.run_count + 1,
-            last_checkpoint=record.checkpoint,
-            current=record.current,
-            total=record.total,
-            message=record.message,
-        )
-        entry = _Entry(record, call, reporter, context, resumable)
+        entry = _Entry(record, call, context, resumable, self)
         self._entries[record.task_id] = entry
         return entry
 
@@ -881,23 +880,24 @@ class BackgroundTaskManager:
             self._counts["event_errors"] += 1
             log.warning("bgtask %s: %s not broadcast: %s", event.task_id, event.event_name, exc)
 
-    # -- the reporter's sink -------------------------------------------------------------
+    # -- the reporters' sink -------------------------------------------------------------
 
-    def progress_changed(self, task_id: TaskId) -> None:
-        """Called by a reporter on ``update()``: schedule a (coalesced) write."""
-        entry = self._entries.get(task_id)
-        if entry is None or entry.closed or entry.flushing or task_id in self._dirty:
+    def _progress_changed(self, entry: _Entry) -> None:
+        """A reporter's ``update()``: schedule a (coalesced) write of its entry."""
+        if self._entries.get(entry.task_id) is not entry:
+            return  # an older run of a task this node adopted again: never written
+        if entry.closed or entry.flushing or entry.task_id in self._dirty:
             return  # a running flush re-schedules itself if it left something unwritten
-        self._dirty[task_id] = entry
+        self._dirty[entry.task_id] = entry
         self._pump_wakeup.set()
 
-    async def save_checkpoint(self, task_id: TaskId, value: Any) -> None:
-        """Called by a reporter: write the checkpoint (with the current progress) at once."""
-        entry = self._entries.get(task_id)
-        if entry is None or entry.closed:
+    async def _save_checkpoint(self, entry: _Entry, value: Any) -> None:
+        """A reporter's ``save_checkpoint()``: write it (with the progress) at once, fenced."""
+        if entry.closed:
             raise TaskAlreadyFinished(
-                f"background task {task_id} is not running on node {self._node_id!r}",
-                data={"task_id": str(task_id)},
+                f"background task {entry.task_id} (fencing token {entry.lease.token}) is not "
+                f"running on node {self._node_id!r} any more",
+                data={"task_id": str(entry.task_id), "token": entry.lease.token},
             )
         async with entry.lock:
             snap = entry.reporter.snapshot()
@@ -975,7 +975,7 @@ class BackgroundTaskManager:
         finally:
             entry.flushing = False
         if entry.reporter.unflushed:
-            self.progress_changed(entry.task_id)
+            self._progress_changed(entry)
 
     # -- stopping tasks --------------------------------------------------------------
 
@@ -1197,6 +1197,8 @@ class BackgroundTaskManager:
         adopted: list[TaskId] = []
         grace = self._config.effective_unknown_name_grace
         for expired in await self._store.expired(limit=self._config.adopt_batch):
+            if expired.task_id in self._entries:
+                continue  # ours and still running here: the next heartbeat renews it
             definition = self._registry.get(expired.name)
             if definition is None and expired.overdue < grace:
                 continue  # leave it to a node that has the handler
@@ -1276,6 +1278,22 @@ class BackgroundTaskManager:
             if final is not None:
                 await self._publish(event_of_record(final), None)
         return True
+
+
+class _EntrySink:
+    """What one run's reporter writes through: bound to that run (its lease), not the id."""
+
+    __slots__ = ("_entry", "_manager")
+
+    def __init__(self, manager: BackgroundTaskManager, entry: _Entry) -> None:
+        self._manager = manager
+        self._entry = entry
+
+    def progress_changed(self, task_id: TaskId) -> None:
+        self._manager._progress_changed(self._entry)
+
+    async def save_checkpoint(self, task_id: TaskId, value: Any) -> None:
+        await self._manager._save_checkpoint(self._entry, value)
 
 
 def _outcome_of(returned: object) -> TaskOutcome:

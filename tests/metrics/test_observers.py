@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -256,4 +260,24 @@ def test_resilience_circuit_state() -> None:
 
 
 def test_instance_is_process_wide() -> None:
-    assert CommonMetricRegistry.instance() is CommonMetricRegistry.instance()
+    # In a fresh interpreter: the global registry of this test process stays untouched.
+    code = textwrap.dedent(
+        """
+        from prometheus_client import REGISTRY
+        from ai.backend.common.metrics import (
+            BgTaskMetricObserver, CommonMetricRegistry, ResilienceMetricObserver,
+        )
+        reg = CommonMetricRegistry.instance()
+        assert reg is CommonMetricRegistry.instance()
+        assert reg.registry is REGISTRY
+        assert reg.bgtask is BgTaskMetricObserver.instance()
+        assert ResilienceMetricObserver.instance() is reg.resilience
+        reg.api.observe_request(method="GET", endpoint="/x", status_code=200, duration=0.1)
+        assert b"backendai_api_request_count_total" in reg.render()
+        print("ok")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.stdout.strip() == "ok", proc.stderr

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -90,6 +90,21 @@ def _error_code_of(exc: BaseException) -> ErrorCode:
     return exc.error_code() if isinstance(exc, BackendAIError) else _INTERNAL_ERROR
 
 
+class _GlobalInstance:
+    """``instance()``: one observer per class on ``prometheus_client.REGISTRY``."""
+
+    _instances: ClassVar[dict[type, Any]] = {}
+
+    @classmethod
+    def instance(cls) -> Self:
+        """The process-wide observer on the global registry (created on first use); code that
+        records into the global registry shares it instead of constructing another."""
+        found = _GlobalInstance._instances.get(cls)
+        if found is None:
+            found = _GlobalInstance._instances[cls] = cls()
+        return found
+
+
 class _Children(Generic[M]):
     """Caches ``metric.labels(*values)`` per label tuple, up to a limit."""
 
@@ -115,7 +130,7 @@ class _Children(Generic[M]):
         return child
 
 
-class APIMetricObserver:
+class APIMetricObserver(_GlobalInstance):
     """API requests: ``backendai_api_request_count`` and ``_duration`` by route and outcome.
 
     Labels: ``method``, ``endpoint`` (the canonical route), ``domain``, ``operation``,
@@ -182,7 +197,7 @@ class APIMetricObserver:
         pair[1].observe(duration)
 
 
-class EventMetricObserver:
+class EventMetricObserver(_GlobalInstance):
     """Event handling: counts, failures, processing time, dead letters and redeliveries."""
 
     def __init__(
@@ -274,7 +289,7 @@ class EventMetricObserver:
         self._redelivery.get(event_type).inc()
 
 
-class BgTaskMetricObserver:
+class BgTaskMetricObserver(_GlobalInstance):
     """Background tasks: how many run now, how many finished, and how long they took."""
 
     def __init__(
@@ -343,7 +358,7 @@ class BgTaskMetricObserver:
         self._done.get(*labels).inc()
 
 
-class LayerMetricObserver:
+class LayerMetricObserver(_GlobalInstance):
     """Calls into a layer (clients, repositories): in progress, outcome, errors, retries, time.
 
     ``domain`` names the kind of layer (``client``, ``valkey``, ...), ``layer`` the component
@@ -468,7 +483,7 @@ class LayerMetricObserver:
         )
 
 
-class ResilienceMetricObserver:
+class ResilienceMetricObserver(_GlobalInstance):
     """Resilience policies (ours): retries, timeouts, circuit states, rejections, fallbacks."""
 
     def __init__(

@@ -51,11 +51,25 @@ class CommonMetricRegistry:
         self.resilience = ResilienceMetricObserver(self.registry)
 
     @classmethod
+    def _global(cls) -> CommonMetricRegistry:
+        registry = cls.__new__(cls)
+        registry.registry = REGISTRY
+        registry.naming = MetricNaming.PROMETHEUS
+        registry._multiprocess_dir = None
+        registry.api = APIMetricObserver.instance()
+        registry.event = EventMetricObserver.instance()
+        registry.bgtask = BgTaskMetricObserver.instance()
+        registry.layer = LayerMetricObserver.instance()
+        registry.resilience = ResilienceMetricObserver.instance()
+        return registry
+
+    @classmethod
     def instance(cls) -> Self:
-        """The process-wide registry on ``prometheus_client.REGISTRY`` (created on first use)."""
-        if cls._instance is None:
-            cls._instance = cls()
-        return cls._instance  # type: ignore[return-value]
+        """The process-wide registry on ``prometheus_client.REGISTRY`` (created on first use),
+        made of each observer's ``instance()``, so code using those shares its series."""
+        if CommonMetricRegistry._instance is None:
+            CommonMetricRegistry._instance = cls._global()
+        return CommonMetricRegistry._instance  # type: ignore[return-value]
 
     def multiprocess_dir(self) -> Path | None:
         """Where worker samples are read from, or ``None`` in single-process mode."""

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 lint_only=0
 if [ "${1:-}" = "--lint-only" ]; then lint_only=1; shift; fi
 
-bash scripts/system-deps.sh
+bash scripts/system-deps.sh prometheus
 bash scripts/bootstrap.sh test
 bin=.venv/bin
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from ..data.user import UserData
 from ..exception import InvalidArgument
@@ -52,13 +51,22 @@ def new_request_id() -> str:
     return f"req-{secrets.token_hex(8)}"
 
 
-@contextmanager
-def _bind(var: ContextVar[T], value: T) -> Iterator[T]:
-    token = var.set(value)
-    try:
-        yield value
-    finally:
-        var.reset(token)
+class _bind(Generic[T]):
+    """Set ``var`` to ``value`` on enter and reset it on exit (a class: about 3x cheaper than a
+    generator-based context manager, and this runs several times per request)."""
+
+    __slots__ = ("_token", "_value", "_var")
+
+    def __init__(self, var: ContextVar[T], value: T) -> None:
+        self._var = var
+        self._value = value
+
+    def __enter__(self) -> T:
+        self._token = self._var.set(self._value)
+        return self._value
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._var.reset(self._token)
 
 
 def current_request_id() -> str | None:
@@ -66,20 +74,16 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
-@contextmanager
-def bind_request_id(request_id: str | None = None) -> Iterator[str]:
-    """Set the request id for the block (a new one when ``None``); yields the id."""
+def bind_request_id(request_id: str | None = None) -> AbstractContextManager[str]:
+    """Set the request id for the block (a new one when ``None``); entering yields the id."""
     rid = new_request_id() if request_id is None else request_id
     if not rid or len(rid) > _MAX_REQUEST_ID_LEN or not rid.isprintable():
         raise InvalidArgument(
             f"request id must be 1-{_MAX_REQUEST_ID_LEN} printable characters, got {rid!r}",
             data={"field": "request_id"},
         )
-    token = _request_id.set(rid)
-    try:
-        yield rid
-    finally:
-        _request_id.reset(token)
+    binding: _bind[str] = _bind(_request_id, rid)  # type: ignore[arg-type]  # rid is never None
+    return binding
 
 
 def current_user() -> UserData | None:

@@ -8,7 +8,7 @@ lint_only=0
 if [ "${1:-}" = "--lint-only" ]; then lint_only=1; shift; fi
 
 bash scripts/system-deps.sh prometheus
-bash scripts/bootstrap.sh test
+bash scripts/bootstrap.sh test,bench
 bin=.venv/bin
 
 echo "==> ruff"

@@ -118,3 +118,39 @@ async def election_env(request: pytest.FixtureRequest) -> AsyncIterator[Election
         yield env
     finally:
         await env.aclose()
+
+
+def _mark_slow_on_real_backends(
+    items: list[pytest.Item], module: str, fixture: str, tests: frozenset[str], real: frozenset[str]
+) -> None:
+    """Mark the real-backend runs of the tests that must wait out real TTLs as ``slow``.
+
+    The same tests always run (fast, on a manual clock) on the in-memory backends.
+    """
+    for item in items:
+        if not item.nodeid.startswith(module):
+            continue
+        callspec = getattr(item, "callspec", None)
+        name = getattr(item, "originalname", item.name)
+        if callspec is not None and name in tests and callspec.params.get(fixture) in real:
+            item.add_marker(pytest.mark.slow)
+
+
+_SLOW_ON_REAL = frozenset(
+    {
+        "test_exactly_one_leader_among_candidates",
+        "test_crash_hands_over_within_one_lease",
+    }
+)
+_REAL = frozenset(
+    {
+        "etcd",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real-TTL waits of the suite are slow on real backends (see the helper above)."""
+    _mark_slow_on_real_backends(
+        items, "tests/leader/test_election_conformance.py", "election_env", _SLOW_ON_REAL, _REAL
+    )

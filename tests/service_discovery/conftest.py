@@ -224,3 +224,45 @@ async def eventually(
         if loop.time() >= deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def _mark_slow_on_real_backends(
+    items: list[pytest.Item], module: str, fixture: str, tests: frozenset[str], real: frozenset[str]
+) -> None:
+    """Mark the real-backend runs of the tests that must wait out real TTLs as ``slow``.
+
+    The same tests always run (fast, on a manual clock) on the in-memory backends.
+    """
+    for item in items:
+        if not item.nodeid.startswith(module):
+            continue
+        callspec = getattr(item, "callspec", None)
+        name = getattr(item, "originalname", item.name)
+        if callspec is not None and name in tests and callspec.params.get(fixture) in real:
+            item.add_marker(pytest.mark.slow)
+
+
+_SLOW_ON_REAL = frozenset(
+    {
+        "test_records_stay_while_owner_is_open",
+        "test_crashed_owner_records_expire",
+    }
+)
+_REAL = frozenset(
+    {
+        "etcd",
+        "cached-etcd",
+        "redis",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real-TTL waits of the suite are slow on real backends (see the helper above)."""
+    _mark_slow_on_real_backends(
+        items,
+        "tests/service_discovery/test_discovery_conformance.py",
+        "sd_env",
+        _SLOW_ON_REAL,
+        _REAL,
+    )

@@ -147,3 +147,39 @@ async def next_events(watch: EtcdWatch, n: int, within: float = 10.0) -> list[Wa
         while len(events) < n:
             events.append(await watch.__anext__())
     return events
+
+
+def _mark_slow_on_real_backends(
+    items: list[pytest.Item], module: str, fixture: str, tests: frozenset[str], real: frozenset[str]
+) -> None:
+    """Mark the real-backend runs of the tests that must wait out real TTLs as ``slow``.
+
+    The same tests always run (fast, on a manual clock) on the in-memory backends.
+    """
+    for item in items:
+        if not item.nodeid.startswith(module):
+            continue
+        callspec = getattr(item, "callspec", None)
+        name = getattr(item, "originalname", item.name)
+        if callspec is not None and name in tests and callspec.params.get(fixture) in real:
+            item.add_marker(pytest.mark.slow)
+
+
+_SLOW_ON_REAL = frozenset(
+    {
+        "test_keepalive_keeps_lease_past_ttl",
+        "test_lease_expiry_deletes_keys_and_notifies_watch",
+    }
+)
+_REAL = frozenset(
+    {
+        "etcd",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real-TTL waits of the suite are slow on real backends (see the helper above)."""
+    _mark_slow_on_real_backends(
+        items, "tests/clients/etcd/test_etcd_conformance.py", "etcd_env", _SLOW_ON_REAL, _REAL
+    )

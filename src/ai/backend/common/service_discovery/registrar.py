@@ -28,9 +28,9 @@ from ..events.families import (
     ServiceEndpointInfo,
     ServiceRegisteredEvent,
 )
+from ..exception import BackendAIError
 from ._tasks import TaskOwner
 from .abc import AbstractServiceDiscovery
-from .exceptions import ServiceDiscoveryError
 from .types import ServiceMetadata
 
 __all__ = ("RegistrarStatistics", "ServiceRegistrar", "registered_event")
@@ -85,7 +85,7 @@ class ServiceRegistrar:
         heartbeat_interval: float = 10.0,
         producer: EventProducer | None = None,
         publish_heartbeats: bool = True,
-        on_heartbeat_error: Callable[[Exception], None] | None = None,
+        on_heartbeat_error: Callable[[BackendAIError], None] | None = None,
     ) -> None:
         if heartbeat_interval <= 0:
             raise ValueError(f"heartbeat_interval must be positive: {heartbeat_interval!r}")
@@ -138,9 +138,10 @@ class ServiceRegistrar:
                 self._heartbeats += 1
                 if self._publish_heartbeats:
                     await self._publish(registered_event(self._record))
-            except (ServiceDiscoveryError, Exception) as exc:
+            except BackendAIError as exc:
                 # A heartbeat that fails (backend or queue down) is retried next interval;
-                # the record itself is kept alive by the backend meanwhile.
+                # the record itself is kept alive by the backend meanwhile. Anything else is
+                # a bug: it ends the loop and is raised when the registrar exits.
                 self._failures += 1
                 if self._on_error is not None:
                     self._on_error(exc)

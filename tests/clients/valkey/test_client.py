@@ -14,6 +14,7 @@ from ai.backend.common.clients.valkey import (
     ValkeyAuthenticationError,
     ValkeyClient,
     ValkeyClosed,
+    ValkeyConfigError,
     ValkeyConnectionError,
     ValkeyError,
     ValkeyNoGroup,
@@ -21,6 +22,7 @@ from ai.backend.common.clients.valkey import (
     ValkeyTarget,
     ValkeyTimeout,
 )
+from ai.backend.common.clients.valkey.client import pack_command
 from tests._harness.plugin import RedisServerFactory
 from tests._harness.redis import RedisServer
 from tests._harness.sentinel import RedisSentinelSet
@@ -236,3 +238,23 @@ async def test_sentinel_follows_failover(redis_sentinel: RedisSentinelSet) -> No
                 await asyncio.sleep(0.05)
         assert await client.role() == "master"
         assert client.statistics().master_changes >= 1
+
+
+def test_pack_command_matches_the_protocol() -> None:
+    from redis.asyncio.connection import Connection
+
+    args: list[bytes | str | int | float] = ["SET", "ключ", b"\xff\x00", 12, 2.5]
+    assert pack_command(args) == b"".join(Connection().pack_command(*args))
+    with pytest.raises(ValkeyConfigError, match="None"):
+        pack_command(["SET", "k", None])  # type: ignore[list-item]
+
+
+async def test_execute_many_one_round_trip(redis_url: str) -> None:
+    async with ValkeyClient(ValkeyTarget.from_url(redis_url)) as client:
+        replies = await client.execute_many(
+            [["SET", "a", "1"], pack_command(["INCR", "a"]), ["GET", "a"]]
+        )
+        assert replies == [b"OK", 2, b"2"]
+        with pytest.raises(ValkeyResponseError, match="WRONGTYPE"):
+            await client.execute_many([["LPUSH", "a", "x"], ["GET", "a"]])
+        assert await client.execute_many([["GET", "a"]]) == [b"2"]  # the pool is still fine

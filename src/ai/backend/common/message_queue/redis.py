@@ -153,6 +153,17 @@ def _decode_fields(raw: Mapping[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
+RawFields = dict[bytes, bytes] | list[bytes]
+"""Entry fields as read: a dict, or the server's flat ``[name, value, ...]`` list."""
+
+
+def _pairs(raw: RawFields) -> list[tuple[bytes, bytes]]:
+    if isinstance(raw, dict):
+        return list(raw.items())
+    it = iter(raw)
+    return list(zip(it, it, strict=True))
+
+
 class _Streak:
     """Logs the first failure of a streak as a warning, the next ones at debug level, and
     the recovery, so an outage does not flood the log."""
@@ -177,7 +188,7 @@ class _Delivery:
     key: str
     entry: str
     count: int
-    raw: dict[bytes, bytes]
+    raw: RawFields
     marks: set[str] = field(default_factory=set)
     dirty: bool = False
     """Records (handled marks, error history) may exist under this message's keys."""
@@ -221,6 +232,7 @@ class RedisMessageQueue(AbstractMessageQueue):
         self._mark_ops: list[tuple[str, str]] = []
         self._flush_future: asyncio.Future[None] | None = None
         self._flush_wanted = asyncio.Event()
+        self._flushing = False
         self._next_maintenance = 0.0
         self._delivered = 0
         self._acked = 0
@@ -408,9 +420,11 @@ class RedisMessageQueue(AbstractMessageQueue):
                 streak.ok()
 
     async def _flush_loop(self) -> None:
+        """Writes the acks and marks queued while another write was in flight, all in one
+        pipeline, one batch at a time."""
         while True:
-            if not self._ack_ops and not self._mark_ops:
-                if self._stopping.is_set():
+            if self._flushing or (not self._ack_ops and not self._mark_ops):
+                if self._stopping.is_set() and not self._flushing:
                     return
                 await self._flush_wanted.wait()
                 self._flush_wanted.clear()
@@ -418,6 +432,7 @@ class RedisMessageQueue(AbstractMessageQueue):
             acks, marks = self._ack_ops, self._mark_ops
             self._ack_ops, self._mark_ops = [], []
             future, self._flush_future = self._flush_future, None
+            self._flushing = True
             try:
                 await self._flush(acks, marks)
             except ValkeyError as exc:
@@ -427,8 +442,30 @@ class RedisMessageQueue(AbstractMessageQueue):
                 if future is not None:
                     future.set_result(None)
             finally:
+                self._flushing = False
                 for _, _, msg_id, _ in acks:
                     self._acking.discard(msg_id)
+
+    async def _write(
+        self, acks: list[tuple[str, str, str, bool]], marks: list[tuple[str, str]]
+    ) -> None:
+        """Write acks/marks: at once when no other write is in flight (no task hop on the
+        sequential path), else queued for the flusher, which coalesces them."""
+        if self._flushing or self._ack_ops or self._mark_ops:
+            self._ack_ops += acks
+            self._mark_ops += marks
+            await asyncio.shield(self._enqueue())
+            return
+        self._flushing = True
+        try:
+            with _translated("ack" if acks else "mark_handled"):
+                await self._flush(acks, marks)
+        finally:
+            self._flushing = False
+            for _, _, msg_id, _ in acks:
+                self._acking.discard(msg_id)
+            if self._ack_ops or self._mark_ops:
+                self._flush_wanted.set()
 
     async def _flush(
         self, acks: list[tuple[str, str, str, bool]], marks: list[tuple[str, str]]
@@ -453,10 +490,7 @@ class RedisMessageQueue(AbstractMessageQueue):
             commands.append(["XACK", key, group, *entries])
         if stale:
             commands.append(["DEL", *stale])
-        if len(commands) == 1:  # the common case: one XACK, no pipeline overhead
-            results = [await self._client.execute(*commands[0])]
-        else:
-            results = await self._client.pipeline(commands, operation="xack")
+        results = await self._client.execute_many(commands, operation="xack")
         self._acked += sum(int(results[i]) for i in ack_positions)
 
     def _enqueue(self) -> asyncio.Future[None]:
@@ -480,7 +514,8 @@ class RedisMessageQueue(AbstractMessageQueue):
             check_outgoing(fields, "send")
         if not batch:
             return []
-        commands = [ValkeyStreamClient.add_command(ANYCAST_STREAM, fields) for fields in batch]
+        pack = ValkeyStreamClient.pack_add
+        commands: list[Any] = [pack(ANYCAST_STREAM, fields) for fields in batch]
         results = await self._publish(commands, "send")
         return [r.decode() if isinstance(r, bytes) else str(r) for r in results]
 
@@ -489,10 +524,7 @@ class RedisMessageQueue(AbstractMessageQueue):
         if wait > 0:
             commands = [*commands, ["WAIT", wait, max(1, int(self._config.wait_timeout * 1000))]]
         with _translated(what):
-            if len(commands) == 1:
-                results = [await self._client.execute(*commands[0])]
-            else:
-                results = await self._client.pipeline(commands, operation=what)
+            results = await self._client.execute_many(commands, operation=what)
         if wait > 0:
             acked = int(results.pop())
             if acked < wait:
@@ -574,12 +606,28 @@ class RedisMessageQueue(AbstractMessageQueue):
             block = min(block, self._retries[0][0] - now)
         block = min(block, self._next_maintenance - now)
         block_ms = max(1, int(block * 1000))
-        reply = await self._streams.read_group(
+        reply = await self._streams.read_group_raw(
             group, self._consumer, {ANYCAST_STREAM: ">"}, count=room, block_ms=block_ms
         )
-        for _, entries in reply:
-            for entry in entries:
-                await self._accept(group, ANYCAST_STREAM, entry.id, entry.fields, 1, out)
+        if not reply:
+            return out
+        in_flight = self._in_flight
+        # RESP3 answers a map {key: entries}, RESP2 a list of [key, entries]
+        for _, entries in reply.items() if isinstance(reply, dict) else reply:
+            for raw_id, flat in entries:
+                entry = raw_id.decode()
+                if flat:  # the hot path: a well-formed first delivery, decoded inline
+                    it = iter(flat)
+                    try:
+                        fields = {k.decode(): v.decode() for k, v in zip(it, it, strict=True)}
+                    except ValueError:  # not UTF-8: the slow path says why
+                        fields = {}
+                    if "name" in fields and "payload" in fields:
+                        in_flight[entry] = _Delivery(ANYCAST_STREAM, entry, 1, flat)
+                        self._delivered += 1
+                        out.append(AnycastMessage(entry, fields, 1))
+                        continue
+                await self._accept(group, ANYCAST_STREAM, entry, flat, 1, out)
         return out
 
     async def _accept(
@@ -587,7 +635,7 @@ class RedisMessageQueue(AbstractMessageQueue):
         group: str,
         key: str,
         entry: str,
-        raw: dict[bytes, bytes] | None,
+        raw: RawFields | None,
         count: int,
         out: list[AnycastMessage],
     ) -> None:
@@ -602,7 +650,7 @@ class RedisMessageQueue(AbstractMessageQueue):
             reason = "entry was deleted from the stream while pending"
         else:
             try:
-                fields = _decode_fields(raw)
+                fields = {k.decode(): v.decode() for k, v in _pairs(raw)}
                 reason = malformed_reason(fields)
             except UnicodeDecodeError as exc:
                 reason = f"malformed entry: a field is not UTF-8 ({exc})"
@@ -719,14 +767,17 @@ class RedisMessageQueue(AbstractMessageQueue):
     # -- anycast: settle ----------------------------------------------------------
 
     async def ack(self, *msg_ids: str) -> None:
-        """Settle as handled; the ``XACK`` of all acks issued in the same turn is one command.
+        """Settle as handled: one ``XACK`` for all the ids; acks issued while another write is
+        in flight are coalesced into one ``XACK`` per stream.
 
-        Returns once Redis confirmed; if cancelled, the ack is still sent.
+        Returns once Redis confirmed. If cancelled, the ack may or may not have reached Redis;
+        a message whose ack was lost is handed back to this consumer later (at-least-once).
         """
         self._check_open()
         group = self._require_group()
         if not msg_ids:
             return
+        ops: list[tuple[str, str, str, bool]] = []
         for msg_id in msg_ids:
             delivery = self._in_flight.pop(msg_id, None) or self._waiting.pop(msg_id, None)
             if delivery is not None:
@@ -734,10 +785,10 @@ class RedisMessageQueue(AbstractMessageQueue):
             else:
                 replay, entry = split_msg_id(msg_id)
                 key, dirty = (replay_stream(group) if replay else ANYCAST_STREAM), True
-            self._ack_ops.append((key, entry, msg_id, dirty))
+            ops.append((key, entry, msg_id, dirty))
             self._acking.add(msg_id)
         self._settled.set()
-        await asyncio.shield(self._enqueue())
+        await self._write(ops, [])
 
     async def nack(self, msg_id: str, error: str) -> None:
         """Deliver again after ``retry_delay`` (an ``XCLAIM`` of the same entry), or dead-letter
@@ -797,7 +848,7 @@ class RedisMessageQueue(AbstractMessageQueue):
             b"history", dump_json_str(history[-self._config.error_history_limit :]),
             b"consumer", self._consumer,
         ]  # fmt: skip
-        for name, value in delivery.raw.items():
+        for name, value in _pairs(delivery.raw):
             fields += [_DLQ_FIELD_PREFIX + name, value]
         await self._client.pipeline(
             [
@@ -822,8 +873,7 @@ class RedisMessageQueue(AbstractMessageQueue):
         if delivery is not None:
             delivery.marks.add(handler)
             delivery.dirty = True
-        self._mark_ops.append((msg_id, handler))
-        await asyncio.shield(self._enqueue())
+        await self._write([], [(msg_id, handler)])
 
     async def handled(self, msg_id: str) -> frozenset[str]:
         """Handlers recorded for ``msg_id`` (no round trip on a first delivery)."""

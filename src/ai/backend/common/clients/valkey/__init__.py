@@ -27,7 +27,14 @@ one slot [tests/clients/valkey/test_types.py::test_cluster_target_rejects_db].
 
 from __future__ import annotations
 
-from .client import DEFAULT, ValkeyClient, ValkeySubscription, map_redis_error
+from .client import (
+    DEFAULT,
+    RAW_REPLY_COMMANDS,
+    ValkeyClient,
+    ValkeySubscription,
+    map_redis_error,
+    pack_command,
+)
 from .exceptions import (
     ValkeyAuthenticationError,
     ValkeyClosed,
@@ -52,6 +59,7 @@ from .types import TLSOptions, ValkeyClientStatistics, ValkeyMode, ValkeyTarget
 
 __all__ = (
     "DEFAULT",
+    "RAW_REPLY_COMMANDS",
     "CallHook",
     "ClaimedEntry",
     "GroupInfo",
@@ -75,5 +83,6 @@ __all__ = (
     "ValkeyTarget",
     "ValkeyTimeout",
     "map_redis_error",
+    "pack_command",
     "passthrough",
 )

@@ -54,7 +54,14 @@ from .exceptions import (
 from .hooks import CallHook, passthrough
 from .types import ValkeyClientStatistics, ValkeyMode, ValkeyTarget
 
-__all__ = ("DEFAULT", "RAW_REPLY_COMMANDS", "ValkeyClient", "ValkeySubscription", "map_redis_error")
+__all__ = (
+    "DEFAULT",
+    "RAW_REPLY_COMMANDS",
+    "ValkeyClient",
+    "ValkeySubscription",
+    "map_redis_error",
+    "pack_command",
+)
 
 T = TypeVar("T")
 
@@ -69,6 +76,22 @@ DEFAULT: Final = _Default()
 """Marker: use the target's ``request_timeout``."""
 
 TimeLimit = float | None | _Default
+
+
+def pack_command(args: Sequence[bytes | str | int | float]) -> bytes:
+    """One command in RESP (an array of bulk strings)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
+            data = repr(arg).encode()
+        else:
+            raise ValkeyConfigError(f"command argument {arg!r} is not bytes, str or a number")
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def map_redis_error(exc: BaseException, where: str) -> ValkeyError:
@@ -384,6 +407,49 @@ class ValkeyClient:
             return results
         where = self._target.describe()
         return [map_redis_error(r, where) if isinstance(r, rexc.RedisError) else r for r in results]
+
+    async def execute_many(
+        self,
+        commands: Sequence[Sequence[bytes | str | int | float] | bytes],
+        *,
+        operation: str = "pipeline",
+        time_limit: TimeLimit = DEFAULT,
+    ) -> list[Any]:
+        """Several commands in one round trip, encoded here (several times faster than
+        redis-py's generic packer; a ``bytes`` item is taken as an already encoded command)
+        and answered with the server's raw replies (RESP3 shapes), no response callbacks.
+
+        The first error reply raises (the rest of the batch was still executed). A connection
+        that broke before any reply was read is retried once, like redis-py's own retry. Not
+        available on a cluster target (use :meth:`pipeline`)."""
+        redis = self._require_open()
+        if isinstance(redis, RedisCluster):
+            raise ValkeyConfigError("execute_many: not available on a cluster target")
+        payload = b"".join(c if isinstance(c, bytes) else pack_command(c) for c in commands)
+        count = len(commands)
+        pool = redis.connection_pool
+
+        async def run(_: Any) -> list[Any]:
+            for attempt in (0, 1):
+                connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+                replies: list[Any] = []
+                try:
+                    await connection.send_packed_command(payload, check_health=False)
+                    for _ in range(count):
+                        replies.append(await connection.read_response())
+                    return replies
+                except (rexc.ConnectionError, OSError):
+                    await connection.disconnect()
+                    if attempt or replies or self._target.retries == 0:
+                        raise
+                except BaseException:
+                    await connection.disconnect()  # replies may be left unread
+                    raise
+                finally:
+                    await pool.release(connection)
+            raise AssertionError("unreachable")
+
+        return await self.call(operation, run, time_limit=time_limit)
 
     async def ping(self) -> bool:
         """True when the server answers."""

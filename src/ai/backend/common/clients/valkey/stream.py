@@ -16,6 +16,7 @@ Guarantees: ``trim_retained`` never removes an entry pending or undelivered in a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,12 @@ def _entry(raw: Any) -> StreamEntry:
     return StreamEntry(_text(entry_id), dict(zip(it, it, strict=True)))
 
 
+@functools.lru_cache(maxsize=64)
+def _xadd_header(key: str) -> bytes:
+    encoded = key.encode()
+    return b"$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n" % (len(encoded), encoded)
+
+
 def _flat(fields: Mapping[str, str | bytes] | Mapping[bytes, bytes]) -> list[Any]:
     out: list[Any] = []
     for key, value in fields.items():
@@ -180,6 +187,17 @@ class ValkeyStreamClient:
     def client(self) -> ValkeyClient:
         """The underlying client."""
         return self._client
+
+    @staticmethod
+    def pack_add(key: str, fields: Mapping[str, str | bytes] | Mapping[bytes, bytes]) -> bytes:
+        """``XADD key * <fields>`` already encoded for :meth:`ValkeyClient.execute_many`
+        (the producer's hot path: about 3x cheaper than the generic encoder)."""
+        parts = [b"*%d\r\n" % (3 + 2 * len(fields)), _xadd_header(key)]
+        for name, value in fields.items():
+            k = name.encode() if isinstance(name, str) else name
+            v = value.encode() if isinstance(value, str) else value
+            parts.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(k), k, len(v), v))
+        return b"".join(parts)
 
     @staticmethod
     def add_command(
@@ -211,7 +229,7 @@ class ValkeyStreamClient:
     ) -> list[str]:
         """Several ``XADD`` in one pipelined round trip; ids in order."""
         commands = [self.add_command(key, fields, maxlen=maxlen) for fields in batch]
-        results = await self._client.pipeline(commands, operation="xadd")
+        results = await self._client.execute_many(commands, operation="xadd")
         return [_text(r) for r in results]
 
     async def create_group(
@@ -251,10 +269,31 @@ class ValkeyStreamClient:
             args += ["BLOCK", block_ms]
         args += ["STREAMS", *streams.keys(), *streams.values()]
         time_limit = self._blocking_timeout(block_ms)
-        reply = await self._client.call(
-            "xreadgroup", lambda r: r.execute_command(*args), time_limit=time_limit
+        (reply,) = await self._client.execute_many(
+            [args], operation="xreadgroup", time_limit=time_limit
         )
         return self._streams_reply(reply)
+
+    async def read_group_raw(
+        self,
+        group: str,
+        consumer: str,
+        streams: Mapping[str, str],
+        *,
+        count: int,
+        block_ms: int | None = None,
+    ) -> Any:
+        """:meth:`read_group` with the server's reply as is: ``{key: [[id, [name, value,
+        ...]], ...]}`` (RESP3; a list of ``[key, entries]`` pairs with RESP2) or ``None``, for
+        hot loops that decode entries themselves."""
+        args: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
+        if block_ms is not None:
+            args += ["BLOCK", block_ms]
+        args += ["STREAMS", *streams.keys(), *streams.values()]
+        (reply,) = await self._client.execute_many(
+            [args], operation="xreadgroup", time_limit=self._blocking_timeout(block_ms)
+        )
+        return reply
 
     async def read(
         self, streams: Mapping[str, str], *, count: int, block_ms: int | None = None

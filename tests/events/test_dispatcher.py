@@ -26,7 +26,12 @@ from ai.backend.common.events.dispatcher import (
 )
 from ai.backend.common.events.producer import EventProducer
 from ai.backend.common.exception import InvalidArgument
-from ai.backend.common.message_queue import AbstractMessageQueue, BroadcastMode, DeadLetter
+from ai.backend.common.message_queue import (
+    AbstractMessageQueue,
+    BroadcastMode,
+    DeadLetter,
+    QueueConfigError,
+)
 from ai.backend.common.metrics import EventMetricObserver
 
 from ._events import Note, Ping, Shout
@@ -554,3 +559,18 @@ async def test_metrics_observer_plugs_in(bus: Bus, queue: AbstractMessageQueue) 
     )
     assert sample("backendai_event_redelivery_count_total") == 1
     assert sample("backendai_event_dead_letter_count_total") == 1
+
+
+async def test_consume_without_group_is_reported(bus: Bus) -> None:
+    queue = await bus.open(group=None, consumer_id="no-group")
+    failures: list[DispatchFailure] = []
+
+    async def handler(ctx: None, source: str, event: Ping) -> None:
+        pass
+
+    async with EventDispatcher(queue, on_failure=failures.append) as dispatcher:
+        dispatcher.consume(Ping, None, handler)
+        await wait_for(lambda: bool(failures))
+        assert dispatcher.statistics().running
+    assert [f.stage for f in failures] == ["pump"]
+    assert isinstance(failures[0].exception, QueueConfigError)

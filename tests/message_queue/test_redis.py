@@ -441,3 +441,21 @@ async def test_sentinel_master_killed_during_flow(
     assert max(flow.sent) > max(n for n, _ in flow.failed)  # and the flow resumed
     if wait_replicas:
         assert set(flow.sent) <= flow.received  # no acknowledged publish lost
+
+
+async def test_consumer_without_heartbeat_is_taken_over(
+    target: ValkeyTarget, raw: ValkeyClient
+) -> None:
+    """An upstream consumer keeps no heartbeat: its entries are taken once idle > TTL."""
+    async with opened(target, group="manager", consumer_id="ours") as ours:
+        await raw.execute("XADD", ANYCAST_STREAM, "*", *sum(event(1).items(), ()))
+        await raw.execute(
+            "XREADGROUP", "GROUP", "manager", "upstream", "COUNT", 1, "STREAMS", ANYCAST_STREAM, ">"
+        )
+        async with aclosing(ours.consume()) as messages:
+            (message,) = await collect(messages, 1)
+            await ours.ack(message.msg_id)
+        # taken over (same entry, second delivery), only once idle for heartbeat_ttl: the
+        # claim filters on IDLE [test_stream.py::test_claim_from_moves_only_that_consumers_entries]
+        assert message.delivery_count == 2
+        assert ours.statistics().reclaimed == 1

@@ -22,7 +22,7 @@ from ai.backend.common.clients.valkey import (
     ValkeyTarget,
     ValkeyTimeout,
 )
-from ai.backend.common.clients.valkey.client import pack_command
+from ai.backend.common.clients.valkey.client import map_redis_error, pack_command
 from tests._harness.plugin import RedisServerFactory
 from tests._harness.redis import RedisServer
 from tests._harness.sentinel import RedisSentinelSet
@@ -258,3 +258,25 @@ async def test_execute_many_one_round_trip(redis_url: str) -> None:
         with pytest.raises(ValkeyResponseError, match="WRONGTYPE"):
             await client.execute_many([["LPUSH", "a", "x"], ["GET", "a"]])
         assert await client.execute_many([["GET", "a"]]) == [b"2"]  # the pool is still fine
+
+
+def test_every_native_error_has_a_mapping() -> None:
+    where = "127.0.0.1:6379/0"
+    cases: list[tuple[BaseException, type[ValkeyError]]] = [
+        (rexc.ConnectionError("x"), ValkeyConnectionError),
+        (rexc.TimeoutError("x"), ValkeyTimeout),
+        (rexc.AuthenticationError("x"), ValkeyAuthenticationError),
+        (rexc.ReadOnlyError("x"), ValkeyConnectionError),
+        (rexc.ResponseError("NOGROUP no such group"), ValkeyNoGroup),
+        (rexc.ResponseError("LOADING dataset"), ValkeyConnectionError),
+        (rexc.ResponseError("WRONGTYPE"), ValkeyResponseError),
+        (rexc.ClusterDownError("x"), ValkeyConnectionError),
+        (rexc.SlotNotCoveredError("x"), ValkeyConnectionError),
+        (rexc.RedisClusterException("no node for command"), ValkeyConfigError),
+        (rexc.DataError("x"), ValkeyConfigError),
+        (ConnectionResetError("x"), ValkeyConnectionError),
+    ]
+    for native, expected in cases:
+        mapped = map_redis_error(native, where)
+        assert type(mapped) is expected or isinstance(mapped, expected), (native, mapped)
+        assert where in str(mapped)

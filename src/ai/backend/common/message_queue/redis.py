@@ -27,11 +27,19 @@ Guarantees: the conformance suite [tests/message_queue/test_queue_conformance.py
 failover and, with ``wait_replicas``, no acknowledged publish is lost
 [test_redis.py::test_sentinel_failover_during_flow].
 
-Limits: standalone and Sentinel targets only (the keys of one consumer span several slots);
-a group that stops consuming holds back trimming until it is destroyed; a nacked message is
-retried after at most ``retry_delay`` + ``block_seconds``; replayed dead letters are picked up
-within ``reclaim_interval``; upstream producers on the same Redis trim ``events`` to ~128
-entries by themselves, which this backend cannot prevent.
+Limits:
+- standalone and Sentinel targets only: its keys span several slots, so a Cluster target is
+  refused [tests/clients/valkey/test_cluster.py::test_cluster_target];
+- a consumer without a heartbeat key (an upstream component in the same group) counts as dead:
+  its entries idle longer than ``heartbeat_ttl`` are taken over
+  [test_redis.py::test_consumer_without_heartbeat_is_taken_over];
+- a group that stops consuming holds back trimming until it resumes or is destroyed
+  [test_redis.py::test_trim_never_drops_pending];
+- a nacked message comes back after ``retry_delay`` plus at most ``block_seconds``, and a
+  replayed dead letter within ``reclaim_interval``
+  [test_queue_conformance.py::test_replay_reaches_only_that_group];
+- upstream producers on the same Redis trim ``events`` to ~128 entries on every add; that
+  cannot be prevented from here, so do not mix them with consumers that need the guarantee.
 """
 
 from __future__ import annotations
@@ -261,10 +269,10 @@ class RedisMessageQueue(AbstractMessageQueue):
             raise QueueClosed("RedisMessageQueue: a closed client cannot be reopened")
         if self._opened:
             return
-        if self._group is not None and self._client.target.mode is ValkeyMode.CLUSTER:
+        if self._client.target.mode is ValkeyMode.CLUSTER:
             raise QueueConfigError(
-                "RedisMessageQueue consumers need a standalone or Sentinel target, not a "
-                f"cluster ({self._client.target.describe()})",
+                "RedisMessageQueue needs a standalone or Sentinel target, not a cluster "
+                f"({self._client.target.describe()}): its keys span several slots",
                 data={"field": "target"},
             )
         with _translated("open"):

@@ -21,8 +21,11 @@ Guarantees:
 - stream trimming never removes an entry pending or undelivered in any group
   [tests/clients/valkey/test_stream.py::test_trim_retained_keeps_pending_and_undelivered].
 
-Limits: Cluster targets are routed by redis-py's cluster client; multi-key commands must stay in
-one slot [tests/clients/valkey/test_types.py::test_cluster_target_rejects_db].
+- a Cluster target routes each command by its key through redis-py's cluster client
+  [tests/clients/valkey/test_cluster.py::test_cluster_target].
+
+Limits: on a Cluster, multi-key commands must stay in one slot and there is no logical db
+[tests/clients/valkey/test_types.py::test_cluster_target_rejects_db].
 """
 
 from __future__ import annotations

@@ -118,10 +118,14 @@ def map_redis_error(exc: BaseException, where: str) -> ValkeyError:
         return ValkeyConnectionError(text)
     if isinstance(exc, rexc.DataError):
         return ValkeyConfigError(text)
+    if isinstance(exc, rexc.SlotNotCoveredError):
+        return ValkeyConnectionError(text)
+    if isinstance(exc, rexc.RedisClusterException):  # e.g. a command no node can be chosen for
+        return ValkeyConfigError(text)
     return ValkeyError(text)
 
 
-_MAPPED = (rexc.RedisError, OSError)
+_MAPPED = (rexc.RedisError, rexc.RedisClusterException, OSError)
 
 RAW_REPLY_COMMANDS: Final = (
     "XREAD",
@@ -420,11 +424,12 @@ class ValkeyClient:
         and answered with the server's raw replies (RESP3 shapes), no response callbacks.
 
         The first error reply raises (the rest of the batch was still executed). A connection
-        that broke before any reply was read is retried once, like redis-py's own retry. Not
-        available on a cluster target (use :meth:`pipeline`)."""
+        that broke before any reply was read is retried once, like redis-py's own retry. On a
+        cluster target the commands go through redis-py's cluster pipeline (routed per key,
+        replies shaped by its callbacks) and pre-encoded ``bytes`` items are refused."""
         redis = self._require_open()
         if isinstance(redis, RedisCluster):
-            raise ValkeyConfigError("execute_many: not available on a cluster target")
+            return await self._execute_many_on_cluster(commands, operation, time_limit)
         payload = b"".join(c if isinstance(c, bytes) else pack_command(c) for c in commands)
         count = len(commands)
         pool = redis.connection_pool
@@ -450,6 +455,21 @@ class ValkeyClient:
             raise AssertionError("unreachable")
 
         return await self.call(operation, run, time_limit=time_limit)
+
+    async def _execute_many_on_cluster(
+        self,
+        commands: Sequence[Sequence[bytes | str | int | float] | bytes],
+        operation: str,
+        time_limit: TimeLimit,
+    ) -> list[Any]:
+        listed = []
+        for command in commands:
+            if isinstance(command, bytes):
+                raise ValkeyConfigError(f"{operation}: pre-encoded commands need a single node")
+            listed.append(command)
+        if len(listed) == 1:
+            return [await self.execute(*listed[0], time_limit=time_limit)]
+        return await self.pipeline(listed, operation=operation, time_limit=time_limit)
 
     async def ping(self) -> bool:
         """True when the server answers."""

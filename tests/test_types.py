@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,20 +29,9 @@ from ai.backend.common.types import (
     parse_slot_name,
     validate_slot_name,
 )
+from tests._vectors import load_vectors
 
-
-def _vectors() -> dict[str, Any]:
-    env = os.environ.get("BACKEND_VECTORS_PATH")
-    path = (
-        Path(env)
-        if env
-        else Path(__file__).resolve().parents[2] / "shared" / "vectors" / "upstream-vectors.json"
-    )
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
-
-
-VECTORS = _vectors()
+VECTORS = load_vectors()
 
 
 # --------------------------------------------------------------------------- BinarySize

@@ -43,9 +43,9 @@ from ai.backend.common.message_queue import (
     MemoryMessageQueue,
     QueueConfig,
 )
+from tests._vectors import load_vectors
 
 from .conftest import wait_until
-from .vectors import load_vectors
 
 LEASE = 10.0
 BASE = BackgroundTaskConfig(

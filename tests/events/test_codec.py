@@ -25,8 +25,7 @@ from ai.backend.common.events import (
     decode_broadcast_json,
     encode_broadcast_json,
 )
-
-from ._vectors import load_vectors
+from tests._vectors import load_vectors
 
 VECTORS: list[dict[str, Any]] = load_vectors()["event_envelopes"]
 IDS = [v["event_name"] for v in VECTORS]

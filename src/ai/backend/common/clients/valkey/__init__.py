@@ -21,6 +21,8 @@ Guarantees:
 - stream trimming never removes an entry pending or undelivered in any group
   [tests/clients/valkey/test_stream.py::test_trim_retained_keeps_pending_and_undelivered].
 
+- TLS verifies the server against the given CA (or not, when told)
+  [tests/clients/valkey/test_tls.py::test_tls_connection_verifies_the_server];
 - a Cluster target routes each command by its key through redis-py's cluster client
   [tests/clients/valkey/test_cluster.py::test_cluster_target].
 

@@ -1,0 +1,50 @@
+"""Redis Streams backend of message_queue (upstream wire format, DESIGN.md sections 3 and 4).
+
+Anycast: stream ``events``, one consumer group per component kind (``XGROUP CREATE .. $
+MKSTREAM``), read with ``XREADGROUP`` in batches; acks issued by concurrent handlers are
+coalesced into one ``XACK`` per turn; sends are pipelined. Each consumer refreshes a heartbeat
+key (``events:hb:<group>:<consumer>``, TTL ``heartbeat_ttl``); the reader takes over the
+pending entries of consumers whose heartbeat is gone (a server-side script claims only what
+that consumer still owns, ids kept) and never those of a live consumer. A nack schedules an
+``XCLAIM`` of the same entry to this consumer after ``retry_delay``; after ``max_deliveries``
+the entry goes to ``events:dlq`` with its error history and is acked in the same transaction.
+Replayed dead letters go to ``events:replay:<group>``, which only that group reads. Retention
+(``trim_retained``) never removes an entry pending or undelivered in any group.
+
+Broadcast: ``PUBLISH events_all <upstream JSON>`` (+ ``SET <cache_id> <json> EX 300``) and, in
+the same round trip, ``XADD events:broadcast MAXLEN ~ broadcast_retention``. A durable
+subscriber reads that stream from the id stored under ``events:broadcast:cursor:<id>``; the
+cursor moves to a message once the subscriber asks for the next one or stops iterating, so
+across disconnects and restarts it gets every message once, in order (the one it was handling
+when its process died comes again).
+
+Guarantees: the conformance suite [tests/message_queue/test_queue_conformance.py] and
+[tests/message_queue/test_redis.py]: byte-identical upstream fields and JSON
+[test_redis.py::test_wire_format_byte_for_byte]; nothing pending is trimmed
+[test_redis.py::test_trim_never_drops_pending]; a SIGKILLed consumer process loses nothing
+[test_redis.py::test_kill_9_consumer_loses_nothing]; malformed entries are dead-lettered
+[test_redis.py::test_malformed_entries_dead_lettered]; the flow resumes after a Sentinel
+failover and, with ``wait_replicas``, no acknowledged publish is lost
+[test_redis.py::test_sentinel_failover_during_flow].
+
+Limits:
+- standalone and Sentinel targets only: its keys span several slots, so a Cluster target is
+  refused [tests/clients/valkey/test_cluster.py::test_cluster_target];
+- a consumer without a heartbeat key (an upstream component in the same group) counts as dead:
+  its entries idle longer than ``heartbeat_ttl`` are taken over
+  [test_redis.py::test_consumer_without_heartbeat_is_taken_over];
+- a group that stops consuming holds back trimming until it resumes or is destroyed
+  [test_redis.py::test_trim_never_drops_pending];
+- a nacked message comes back after ``retry_delay`` plus at most ``block_seconds``, and a
+  replayed dead letter within ``reclaim_interval``
+  [test_queue_conformance.py::test_replay_reaches_only_that_group];
+- upstream producers on the same Redis trim ``events`` to ~128 entries on every add; that
+  cannot be prevented from here, so do not mix them with consumers that need the guarantee.
+"""
+
+from __future__ import annotations
+
+from ._base import heartbeat_key
+from .queue import RedisMessageQueue
+
+__all__ = ("RedisMessageQueue", "heartbeat_key")

@@ -1,0 +1,474 @@
+"""The shared half of RedisMessageQueue: state, lifecycle, heartbeat, trimmer, acker (private)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ai.backend.common.clients.valkey import (
+    CallHook,
+    ValkeyAuthenticationError,
+    ValkeyClient,
+    ValkeyClosed,
+    ValkeyConnectionError,
+    ValkeyError,
+    ValkeyMode,
+    ValkeyStreamClient,
+    ValkeyTarget,
+    ValkeyTimeout,
+)
+
+from .._common import replay_stream
+from ..abc import AbstractMessageQueue
+from ..exceptions import (
+    MessageQueueError,
+    QueueClosed,
+    QueueConfigError,
+    QueueTimeout,
+    QueueUnavailable,
+)
+from ..types import (
+    ANYCAST_STREAM,
+    QueueConfig,
+    QueueStatistics,
+)
+
+__all__ = ("RedisQueueBase", "heartbeat_key")
+
+log = logging.getLogger(__name__)
+
+_CLOSED = b"closed"
+_DLQ_FIELD_PREFIX = b"f:"
+_CLOSE_GRACE = 5.0
+
+
+def heartbeat_key(group: str, consumer: str) -> str:
+    """Key of a consumer's heartbeat (``alive``, or ``closed`` after a clean close)."""
+    return f"events:hb:{group}:{consumer}"
+
+
+def _handled_key(group: str, msg_id: str) -> str:
+    return f"events:handled:{group}:{msg_id}"
+
+
+def _errors_key(group: str, msg_id: str) -> str:
+    return f"events:errors:{group}:{msg_id}"
+
+
+def _cursor_key(subscriber: str) -> str:
+    return f"events:broadcast:cursor:{subscriber}"
+
+
+def _queue_error(exc: ValkeyError, what: str) -> MessageQueueError:
+    if isinstance(exc, ValkeyTimeout):
+        return QueueTimeout(f"{what}: {exc}")
+    if isinstance(exc, ValkeyClosed):
+        return QueueClosed(f"{what}: {exc}")
+    if isinstance(exc, (ValkeyConnectionError, ValkeyAuthenticationError)):
+        return QueueUnavailable(f"{what}: {exc}")
+    return MessageQueueError(f"{what}: {exc}")
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are being cancelled ourselves
+    except Exception as exc:
+        log.warning("background work ended with %r while aborting", exc)
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except ValkeyError as exc:
+        raise _queue_error(exc, what) from exc
+
+
+def _decode_fields(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+RawFields = dict[bytes, bytes] | list[bytes]
+"""Entry fields as read: a dict, or the server's flat ``[name, value, ...]`` list."""
+
+
+def _pairs(raw: RawFields) -> list[tuple[bytes, bytes]]:
+    if isinstance(raw, dict):
+        return list(raw.items())
+    it = iter(raw)
+    return list(zip(it, it, strict=True))
+
+
+class _Streak:
+    """Logs the first failure of a streak as a warning, the next ones at debug level, and
+    the recovery, so an outage does not flood the log."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        log.log(level, "%s failed (%d in a row, retrying): %s", self.what, self.failures, exc)
+
+    def ok(self) -> None:
+        if self.failures:
+            log.info("%s works again after %d failures", self.what, self.failures)
+            self.failures = 0
+
+
+@dataclass(slots=True)
+class _Delivery:
+    key: str
+    entry: str
+    count: int
+    raw: RawFields
+    marks: set[str] = field(default_factory=set)
+    dirty: bool = False
+    """Records (handled marks, error history) may exist under this message's keys."""
+
+
+class RedisQueueBase(AbstractMessageQueue):
+    """State, lifecycle and background work shared by the stream and pub/sub halves."""
+
+    def __init__(
+        self,
+        target: ValkeyTarget | ValkeyClient,
+        config: QueueConfig | None = None,
+        *,
+        hook: CallHook | None = None,
+    ) -> None:
+        self._config = config if config is not None else QueueConfig()
+        if isinstance(target, ValkeyClient):
+            self._client, self._owns_client = target, False
+        else:
+            self._client, self._owns_client = ValkeyClient(target, hook=hook), True
+        self._streams: ValkeyStreamClient | None = None
+        self._group = self._config.group
+        self._consumer = self._config.consumer_id or f"{self._config.source}-{uuid.uuid4().hex}"
+        self._replay_key = replay_stream(self._group) if self._group is not None else ""
+        self._opened = False
+        self._closed = False
+        self._consuming = False
+        self._durable_subscribing = False
+        self._stopping = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._in_flight: dict[str, _Delivery] = {}
+        self._waiting: dict[str, _Delivery] = {}
+        self._retries: list[tuple[float, str]] = []
+        self._acking: set[str] = set()
+        self._ack_ops: list[tuple[str, str, str, bool]] = []
+        self._mark_ops: list[tuple[str, str]] = []
+        self._flush_future: asyncio.Future[None] | None = None
+        self._flush_wanted = asyncio.Event()
+        self._flushing = False
+        self._next_maintenance = 0.0
+        self._delivered = 0
+        self._acked = 0
+        self._dead_lettered = 0
+        self._reclaimed = 0
+        self._subscriptions = 0
+
+    @property
+    def consumer_id(self) -> str:
+        """This client's consumer name inside its group."""
+        return self._consumer
+
+    @property
+    def client(self) -> ValkeyClient:
+        """The Valkey client this queue talks through."""
+        return self._client
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create the group (``MKSTREAM``), start heartbeat, acker and trimmer.
+
+        Raises ``QueueUnavailable`` when Redis cannot be reached; idempotent.
+        """
+        if self._closed:
+            raise QueueClosed("RedisMessageQueue: a closed client cannot be reopened")
+        if self._opened:
+            return
+        if self._client.target.mode is ValkeyMode.CLUSTER:
+            raise QueueConfigError(
+                "RedisMessageQueue needs a standalone or Sentinel target, not a cluster "
+                f"({self._client.target.describe()}): its keys span several slots",
+                data={"field": "target"},
+            )
+        with _translated("open"):
+            if self._owns_client:
+                await self._client.open()
+            try:
+                self._streams = ValkeyStreamClient(self._client)
+                if self._group is not None:
+                    await self._streams.create_group(ANYCAST_STREAM, self._group, "$")
+                    await self._streams.create_group(self._replay_key, self._group, "0")
+                    await self._beat()
+            except BaseException:
+                if self._owns_client:
+                    await self._client.aclose()
+                raise
+        self._opened = True
+        self._runner = asyncio.create_task(self._run_background(), name="mq-background")
+
+    async def aclose(self) -> None:
+        """Stop intake, flush pending acks, stop background work, leave the group cleanly.
+
+        This consumer's unacked messages stay pending and are reclaimed by the others at once
+        (the heartbeat is replaced by a ``closed`` mark).
+        """
+        if self._closed:
+            return
+        self._shutdown()
+        failure: BaseException | None = None
+        if self._runner is not None:
+            try:
+                async with asyncio.timeout(_CLOSE_GRACE):
+                    await asyncio.shield(self._runner)
+            except TimeoutError:
+                await _cancel_and_wait(self._runner)
+            except Exception as exc:  # a background loop crashed: report it to the owner
+                failure = exc
+        try:
+            if self._group is not None and self._opened:
+                await self._leave_group()
+        except ValkeyError as exc:
+            log.warning("leaving group %s as %s failed: %s", self._group, self._consumer, exc)
+        finally:
+            if self._owns_client:
+                await self._client.aclose()
+        if failure is not None:
+            raise MessageQueueError(f"background work of the queue failed: {failure}") from failure
+
+    async def abort(self) -> None:
+        """Stop as a killed process would: no flush, no leave; the heartbeat expires."""
+        if self._closed:
+            return
+        self._shutdown()
+        if self._runner is not None:
+            await _cancel_and_wait(self._runner)
+        if self._owns_client:
+            await self._client.aclose()
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        self._stopping.set()
+        self._settled.set()
+        self._flush_wanted.set()
+
+    async def _leave_group(self) -> None:
+        assert self._group is not None
+        assert self._streams is not None
+        group, streams = self._group, self._streams
+        mine = 0
+        for key in (ANYCAST_STREAM, self._replay_key):
+            summary = await streams.pending_summary(key, group)
+            mine += summary.consumers.get(self._consumer, 0)
+        hb = heartbeat_key(group, self._consumer)
+        if mine:
+            ttl_ms = int(self._config.heartbeat_ttl * 1000)
+            await self._client.execute("SET", hb, _CLOSED, "PX", ttl_ms)
+        else:
+            await self._client.pipeline(
+                [
+                    ["XGROUP", "DELCONSUMER", ANYCAST_STREAM, group, self._consumer],
+                    ["XGROUP", "DELCONSUMER", self._replay_key, group, self._consumer],
+                    ["DEL", hb],
+                ],
+                operation="leave",
+                raise_on_error=False,
+            )
+
+    def _check_open(self) -> ValkeyStreamClient:
+        if self._closed:
+            raise QueueClosed("RedisMessageQueue is closed")
+        if not self._opened or self._streams is None:
+            raise QueueClosed("RedisMessageQueue is not open (use `async with`)")
+        return self._streams
+
+    def _require_group(self) -> str:
+        if self._group is None:
+            raise QueueConfigError(
+                "QueueConfig.group is None: consuming needs a consumer group",
+                data={"field": "group"},
+            )
+        return self._group
+
+    # -- background work ----------------------------------------------------------
+
+    async def _run_background(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._flush_loop(), name="mq-acker")
+            if self._group is not None:
+                tasks.create_task(self._heartbeat_loop(), name="mq-heartbeat")
+                tasks.create_task(self._trim_loop(), name="mq-trimmer")
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep unless stopping; True when the queue is stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        return self._stopping.is_set()
+
+    async def _beat(self) -> None:
+        assert self._group is not None
+        ttl_ms = max(1, int(self._config.heartbeat_ttl * 1000))
+        await self._client.execute(
+            "SET", heartbeat_key(self._group, self._consumer), b"alive", "PX", ttl_ms
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        streak = _Streak(f"heartbeat of {self._consumer}")
+        while not await self._pause(self._config.heartbeat_ttl / 3):
+            try:
+                await self._beat()
+            except ValkeyError as exc:
+                streak.failed(exc)
+            else:
+                streak.ok()
+
+    async def _trim_loop(self) -> None:
+        assert self._group is not None
+        assert self._streams is not None
+        streak = _Streak(f"trimming for group {self._group}")
+        while not await self._pause(self._config.reclaim_interval):
+            try:
+                cutoff = None
+                if self._config.anycast_trim_max_age is not None:
+                    seconds, micros = await self._client.execute("TIME")  # the server's clock
+                    now_ms = int(seconds) * 1000 + int(micros) // 1000
+                    cutoff = f"{now_ms - int(self._config.anycast_trim_max_age * 1000)}-0"
+                for key in (ANYCAST_STREAM, self._replay_key):
+                    await self._streams.trim_retained(
+                        key, maxlen=self._config.anycast_trim_maxlen, cutoff_id=cutoff
+                    )
+            except ValkeyError as exc:
+                streak.failed(exc)
+            else:
+                streak.ok()
+
+    async def _flush_loop(self) -> None:
+        """Writes the acks and marks queued while another write was in flight, all in one
+        pipeline, one batch at a time."""
+        while True:
+            if self._flushing or (not self._ack_ops and not self._mark_ops):
+                if self._stopping.is_set() and not self._flushing:
+                    return
+                await self._flush_wanted.wait()
+                self._flush_wanted.clear()
+                continue
+            acks, marks = self._ack_ops, self._mark_ops
+            self._ack_ops, self._mark_ops = [], []
+            future, self._flush_future = self._flush_future, None
+            self._flushing = True
+            try:
+                await self._flush(acks, marks)
+            except ValkeyError as exc:
+                if future is not None:
+                    future.set_exception(_queue_error(exc, "ack"))
+            else:
+                if future is not None:
+                    future.set_result(None)
+            finally:
+                self._flushing = False
+                for _, _, msg_id, _ in acks:
+                    self._acking.discard(msg_id)
+
+    async def _write(
+        self, acks: list[tuple[str, str, str, bool]], marks: list[tuple[str, str]]
+    ) -> None:
+        """Write acks/marks: at once when no other write is in flight (no task hop on the
+        sequential path), else queued for the flusher, which coalesces them."""
+        if self._flushing or self._ack_ops or self._mark_ops:
+            self._ack_ops += acks
+            self._mark_ops += marks
+            await asyncio.shield(self._enqueue())
+            return
+        self._flushing = True
+        try:
+            with _translated("ack" if acks else "mark_handled"):
+                await self._flush(acks, marks)
+        finally:
+            self._flushing = False
+            for _, _, msg_id, _ in acks:
+                self._acking.discard(msg_id)
+            if self._ack_ops or self._mark_ops:
+                self._flush_wanted.set()
+
+    async def _flush(
+        self, acks: list[tuple[str, str, str, bool]], marks: list[tuple[str, str]]
+    ) -> None:
+        assert self._group is not None
+        group = self._group
+        ttl_ms = int(self._config.handled_ttl * 1000)
+        commands: list[list[Any]] = []
+        for msg_id, handler in marks:
+            key = _handled_key(group, msg_id)
+            commands.append(["SADD", key, handler])
+            commands.append(["PEXPIRE", key, ttl_ms])
+        by_stream: dict[str, list[str]] = {}
+        stale: list[str] = []
+        for key, entry, msg_id, dirty in acks:
+            by_stream.setdefault(key, []).append(entry)
+            if dirty:
+                stale += [_handled_key(group, msg_id), _errors_key(group, msg_id)]
+        ack_positions = []
+        for key, entries in by_stream.items():
+            ack_positions.append(len(commands))
+            commands.append(["XACK", key, group, *entries])
+        if stale:
+            commands.append(["DEL", *stale])
+        results = await self._client.execute_many(commands, operation="xack")
+        self._acked += sum(int(results[i]) for i in ack_positions)
+
+    def _enqueue(self) -> asyncio.Future[None]:
+        if self._flush_future is None:
+            self._flush_future = asyncio.get_running_loop().create_future()
+            # mark a failure as retrieved even if every waiter was cancelled
+            self._flush_future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._flush_wanted.set()
+        return self._flush_future
+
+    async def _publish(self, commands: list[list[Any]], what: str) -> list[Any]:
+        wait = self._config.wait_replicas
+        if wait > 0:
+            commands = [*commands, ["WAIT", wait, max(1, int(self._config.wait_timeout * 1000))]]
+        with _translated(what):
+            results = await self._client.execute_many(commands, operation=what)
+        if wait > 0:
+            acked = int(results.pop())
+            if acked < wait:
+                raise QueueUnavailable(
+                    f"{what}: written on the master but acknowledged by {acked} of {wait} "
+                    f"replica(s) within {self._config.wait_timeout} s; it may be lost on failover",
+                    data={"replicas": acked, "wait_replicas": wait},
+                )
+        return results
+
+    # -- introspection ------------------------------------------------------------
+
+    def statistics(self) -> QueueStatistics:
+        """A snapshot of this client's counters."""
+        return QueueStatistics(
+            in_flight=len(self._in_flight),
+            max_in_flight=self._config.max_in_flight,
+            delivered=self._delivered,
+            acked=self._acked,
+            dead_lettered=self._dead_lettered,
+            retry_waiting=len(self._waiting),
+            reclaimed=self._reclaimed,
+            subscriptions=self._subscriptions,
+        )

@@ -267,6 +267,23 @@ async def test_dead_consumer_is_reclaimed(broker: QueueHarness) -> None:
     assert survivor.statistics().reclaimed == 3
 
 
+async def test_restarted_consumer_gets_its_own_pending_back(broker: QueueHarness) -> None:
+    first_life = await broker.open(group="manager", consumer_id="m1")
+    producer = await broker.open()
+    ids = await producer.send_batch([event(i) for i in range(3)])
+    async with aclosing(first_life.consume()) as messages:
+        await collect(messages, 3)
+        await first_life.ack(ids[0])
+    await broker.crash(first_life)
+    second_life = await broker.open(group="manager", consumer_id="m1")  # same name
+    async with aclosing(second_life.consume()) as messages:
+        got = await collect(messages, 2)
+        assert sorted(m.msg_id for m in got) == ids[1:]
+        assert all(m.delivery_count == 2 for m in got)
+        await second_life.ack(*ids[1:])
+    assert second_life.statistics().reclaimed == 0  # its own, not taken from another
+
+
 async def test_closed_consumer_is_reclaimed_at_once(broker: QueueHarness) -> None:
     leaving = await broker.open(group="manager", consumer_id="m1")
     staying = await broker.open(group="manager", consumer_id="m2")

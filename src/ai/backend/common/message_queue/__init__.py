@@ -23,6 +23,8 @@ Guarantees (both backends unless marked):
 - a dead consumer's pending messages are reclaimed (same id); a live consumer's slow handler is
   never stolen [tests/message_queue/test_queue_conformance.py::test_dead_consumer_is_reclaimed]
   [tests/message_queue/test_queue_conformance.py::test_live_slow_consumer_is_not_stolen];
+  one restarted under the same ``consumer_id`` gets its own pending messages back
+  [tests/message_queue/test_queue_conformance.py::test_restarted_consumer_gets_its_own_pending_back];
 - per-handler progress (``mark_handled``/``handled``) survives a redelivery and is dropped on
   ack [tests/message_queue/test_queue_conformance.py::test_handled_survives_redelivery];
 - ``consume()`` never has more than ``max_in_flight`` unsettled messages out

@@ -397,7 +397,9 @@ class MemoryMessageQueue(AbstractMessageQueue):
                 return
             out.append(AnycastMessage(msg_id, dict(fields), pending.count))
 
-        # 1. take over the pending entries of dead consumers (ids and order kept)
+        # 1. take over the pending entries of dead consumers (ids and order kept), and hand
+        #    back our own that we do not track (a previous life under the same consumer id)
+        waiting = {msg_id for _, msg_id in self._retries}
         for replay in (False, True):
             stream = broker._stream(replay_stream(group) if replay else ANYCAST_STREAM)
             pel = stream.groups[group].pel
@@ -405,14 +407,16 @@ class MemoryMessageQueue(AbstractMessageQueue):
                 if len(out) >= room:
                     break
                 pending = pel[entry]
-                if pending.consumer == self._consumer or not broker._is_dead(
-                    group, pending.consumer
-                ):
+                msg_id = entry_id(replay, format_id(entry))
+                if pending.consumer == self._consumer:
+                    if msg_id in self._in_flight or msg_id in waiting:
+                        continue
+                elif broker._is_dead(group, pending.consumer):
+                    self._reclaimed += 1
+                else:
                     continue
                 pending.consumer, pending.delivered_at = self._consumer, now
                 pending.count += 1
-                self._reclaimed += 1
-                msg_id = entry_id(replay, format_id(entry))
                 if pending.count > self._config.max_deliveries:
                     self._in_flight[msg_id] = pending.count
                     fields = stream.entries.get(entry, {})

@@ -405,8 +405,8 @@ class RedisQueueBase(AbstractMessageQueue):
             self._flushing = False
             for _, _, msg_id, _ in acks:
                 self._acking.discard(msg_id)
-            if self._ack_ops or self._mark_ops:
-                self._flush_wanted.set()
+            if self._ack_ops or self._mark_ops or self._stopping.is_set():
+                self._flush_wanted.set()  # queued meanwhile, or the flusher may now stop
 
     async def _flush(
         self, acks: list[tuple[str, str, str, bool]], marks: list[tuple[str, str]]

@@ -209,11 +209,13 @@ class StreamsMixin(RedisQueueBase):
     ) -> None:
         assert self._streams is not None
         due: dict[str, list[str]] = {}
-        while self._retries and self._retries[0][0] <= now and len(out) + len(due) < room:
+        taken = len(out)
+        while self._retries and self._retries[0][0] <= now and taken < room:
             _, msg_id = heapq.heappop(self._retries)
             delivery = self._waiting.get(msg_id)
             if delivery is not None:
                 due.setdefault(delivery.key, []).append(msg_id)
+                taken += 1
         for key, msg_ids in due.items():
             entries = [self._waiting[m].entry for m in msg_ids]
             claimed = {

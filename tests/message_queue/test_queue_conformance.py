@@ -377,6 +377,27 @@ async def test_backpressure_bounds_in_flight(broker: QueueHarness) -> None:
     assert all(stats.max_in_flight == 4 for stats in observed)
 
 
+async def test_redeliveries_respect_backpressure(broker: QueueHarness) -> None:
+    queue = await broker.open(group="manager", consumer_id="m1", max_in_flight=3, batch_size=3)
+    producer = await broker.open()
+    ids = await producer.send_batch([event(i) for i in range(4)])
+    async with aclosing(queue.consume()) as messages:
+        first = await collect(messages, 3)
+        for message in first:
+            await queue.nack(message.msg_id, "later")
+        (fourth,) = await collect(messages, 1)  # read while the three wait for their retry
+        assert fourth.msg_id == ids[3]
+        await broker.advance(TEST_CONFIG.retry_delay)
+        again = await collect(messages, 2)  # three are due, but only two fit
+        assert {m.msg_id for m in again} <= set(ids[:3])
+        assert queue.statistics().in_flight == 3
+        await queue.ack(fourth.msg_id, *(m.msg_id for m in again))
+        (last,) = await collect(messages, 1)
+        assert {last.msg_id, *(m.msg_id for m in again)} == set(ids[:3])
+        await queue.ack(last.msg_id)
+    assert queue.statistics().in_flight == 0
+
+
 # -- broadcast -------------------------------------------------------------------------
 
 

@@ -28,7 +28,8 @@ Guarantees (both backends unless marked):
 - per-handler progress (``mark_handled``/``handled``) survives a redelivery and is dropped on
   ack [tests/message_queue/test_queue_conformance.py::test_handled_survives_redelivery];
 - ``consume()`` never has more than ``max_in_flight`` unsettled messages out
-  [tests/message_queue/test_queue_conformance.py::test_backpressure_bounds_in_flight];
+  [tests/message_queue/test_queue_conformance.py::test_backpressure_bounds_in_flight]
+  [tests/message_queue/test_queue_conformance.py::test_redeliveries_respect_backpressure];
 - durable broadcast: a subscriber that comes back under the same ``subscriber_id`` gets what it
   missed, in order, exactly once
   [tests/message_queue/test_queue_conformance.py::test_durable_broadcast_resumes];

@@ -11,6 +11,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .exceptions import QueueConfigError
+
 __all__ = (
     "ANYCAST_STREAM",
     "BROADCAST_CACHE_TTL",
@@ -167,3 +169,31 @@ class QueueConfig:
     ``WAIT``); a publish that is not acknowledged in ``wait_timeout`` raises. 0 = no wait."""
     wait_timeout: float = 1.0
     """Seconds ``wait_replicas`` waits for the replicas."""
+
+    def __post_init__(self) -> None:
+        at_least_one = (
+            "max_deliveries", "max_in_flight", "batch_size", "anycast_trim_maxlen",
+            "broadcast_retention", "dead_letter_maxlen", "error_history_limit",
+        )  # fmt: skip
+        positive = (
+            "heartbeat_ttl", "reclaim_interval", "handled_ttl", "durable_cursor_ttl",
+            "wait_timeout",
+        )  # fmt: skip
+        for name in at_least_one:
+            if getattr(self, name) < 1:
+                raise self._invalid(name, "must be >= 1")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise self._invalid(name, "must be > 0")
+        for name in ("block_seconds", "retry_delay", "wait_replicas"):
+            if getattr(self, name) < 0:
+                raise self._invalid(name, "must be >= 0")
+        if self.anycast_trim_max_age is not None and not self.anycast_trim_max_age > 0:
+            raise self._invalid("anycast_trim_max_age", "must be > 0 or None")
+        for name in ("group", "consumer_id", "subscriber_id"):
+            if getattr(self, name) == "":
+                raise self._invalid(name, "must not be empty")
+
+    def _invalid(self, name: str, rule: str) -> QueueConfigError:
+        value = getattr(self, name)
+        return QueueConfigError(f"QueueConfig.{name} {rule}, got {value!r}", data={"field": name})

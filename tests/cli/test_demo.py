@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
+from ._cli import run_cli
 
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m ai.backend.common ARGS`` and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "ai.backend.common", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+__all__ = ("run_cli",)
 
 
 def test_demo_json_reports_every_step_ok() -> None:

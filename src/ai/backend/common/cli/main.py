@@ -1,24 +1,64 @@
-"""Entry point: global options, error reporting, and the command groups."""
+"""Entry point: global options, error reporting, and the command groups.
+
+Guarantees:
+- a ``BackendAIError`` (also one raised inside a task group) is one line on stderr with its
+  error code and exit status 1, with no traceback unless ``--debug``
+  [tests/cli/test_demo.py::test_unknown_command_is_one_line_error_without_traceback]
+  [tests/cli/test_events_cmd.py::test_unreachable_redis_is_one_line];
+- a malformed ``--redis`` URL names the bad part
+  [tests/cli/test_targets.py::test_bad_redis_option_is_one_line].
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
 import click
 
 from ..exception import BackendAIError
-from .config_cmd import config
 from .context import CLIContext
-from .demo import demo
 
-__all__ = ("cli", "main")
+__all__ = ("COMMANDS", "cli", "main")
+
+COMMANDS = {
+    "demo": "ai.backend.common.cli.demo:demo",
+    "config": "ai.backend.common.cli.config_cmd:config",
+    "events": "ai.backend.common.cli.events_cmd:events",
+    "dlq": "ai.backend.common.cli.dlq_cmd:dlq",
+    "bgtask": "ai.backend.common.cli.bgtask_cmd:bgtask",
+    "sd": "ai.backend.common.cli.sd_cmd:sd",
+    "auth": "ai.backend.common.cli.auth_cmd:auth",
+}
+"""Command groups by name, imported only when used (each pulls in its own layers)."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--redis", metavar="URL", help="redis://host:port/db or redis+sentinel://...")
+class _LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use (fast start-up)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None or cmd_name not in COMMANDS:
+            return found
+        module_name, _, attr = COMMANDS[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--redis",
+    metavar="URL",
+    help="redis://[:pw@]host:port/db, or redis+sentinel://[:pw@]h1:p1,h2:p2/service/db",
+)
 @click.option("--etcd", metavar="HOST:PORT[,...]", help="etcd endpoints")
-@click.option("--namespace", default="local", show_default=True, help="etcd key namespace")
+@click.option("--namespace", default=None, help="etcd key namespace (default: local)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.option("--config", "config_path", metavar="FILE", help="configuration file")
@@ -27,7 +67,7 @@ def cli(
     ctx: click.Context,
     redis: str | None,
     etcd: str | None,
-    namespace: str,
+    namespace: str | None,
     as_json: bool,
     debug: bool,
     config_path: str | None,
@@ -43,15 +83,26 @@ def cli(
     )
 
 
-cli.add_command(demo)
-cli.add_command(config)
+def _backend_error(exc: BaseException) -> BackendAIError | None:
+    """The error to report: ``exc`` itself, or the first ``BackendAIError`` inside a group."""
+    if isinstance(exc, BackendAIError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _backend_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def main(argv: list[str] | None = None) -> Any:
     """Run the command; a ``BackendAIError`` becomes one line on stderr and exit status 1."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        return cli.main(args=argv, prog_name="backend.ai-common", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="backend.ai-common", standalone_mode=False)
+        if isinstance(result, int) and not isinstance(result, bool):
+            sys.exit(result)  # click returns the status of `Exit(n)` when not standalone
+        return result
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -60,16 +111,15 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except BackendAIError as exc:
-        if debug:
-            raise
-        click.echo(f"error: {exc} [{exc.error_code()}]", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
         if debug:
             raise
+        error = _backend_error(exc)
+        if error is not None:
+            click.echo(f"error: {error} [{error.error_code()}]", err=True)
+            sys.exit(1)
         click.echo(
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
             err=True,

@@ -23,7 +23,13 @@ DAEMON_NAME = "backend.ai-common"
 class EventSettings(BaseConfigModel):
     """How the command joins the event bus."""
 
-    group: str = Field("manager", description="Consumer group (component kind) used by tail.")
+    group: str | None = Field(
+        None,
+        description=(
+            "Consumer group `events tail` joins (taking its share of that group's messages); "
+            "none: a private group, removed when tail exits."
+        ),
+    )
     max_deliveries: int = Field(
         5, ge=1, description="Deliveries before a message is dead-lettered."
     )

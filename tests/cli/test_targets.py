@@ -1,0 +1,96 @@
+"""--redis / --etcd parsing: accepted forms become targets, bad parts are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ai.backend.common.cli.context import CLIContext
+from ai.backend.common.cli.targets import parse_etcd_endpoints, parse_redis_url
+from ai.backend.common.clients.valkey import ValkeyMode, ValkeyTarget
+from ai.backend.common.exception import ConfigurationError
+from ai.backend.common.types import HostPortPair
+
+from ._cli import run_cli
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/4",
+        "redis://localhost",
+        "redis://:s3cret@10.0.0.1:7000/2",
+        "rediss://user:pw@cache.example:6380/0",
+        "redis://[::1]:6379/1",
+        "redis+sentinel://h1:26379,h2:26380/mymaster/4",
+        "redis+sentinel://:pw@h1,h2/mymaster",
+    ],
+)
+def test_redis_urls_parse(url: str) -> None:
+    target = parse_redis_url(url)
+    assert target == ValkeyTarget.from_url(url)
+
+
+def test_sentinel_form_fills_the_target_model() -> None:
+    target = parse_redis_url("redis+sentinel://:pw@h1:26379,h2:26380/mymaster/4")
+    assert target.mode is ValkeyMode.SENTINEL
+    assert target.sentinels == (HostPortPair("h1", 26379), HostPortPair("h2", 26380))
+    assert target.service_name == "mymaster"
+    assert target.db == 4
+    assert target.password == "pw"
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("localhost:6379", "not a URL"),
+        ("http://localhost:6379/0", "scheme 'http'"),
+        ("redis://host:port/0", "port 'port'"),
+        ("redis://host:70000/0", "port '70000'"),
+        ("redis://host:6379/four", "database 'four'"),
+        ("redis://host:6379/4/extra", "more than /db"),
+        ("redis://", "no host"),
+        ("redis://a:1,b:2/0", "redis+sentinel://"),
+        ("redis+sentinel://h1:26379", "no service name"),
+        ("redis+sentinel:///mymaster", "no sentinel address"),
+        ("redis+sentinel://h1:x/mymaster", "sentinel 'h1:x'"),
+        ("redis+sentinel://h1/mymaster/db", "database 'db'"),
+    ],
+)
+def test_bad_redis_urls_name_the_part(url: str, named: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_redis_url(url)
+    assert named in str(info.value)
+    assert "--redis" in str(info.value)
+
+
+def test_etcd_endpoints() -> None:
+    assert parse_etcd_endpoints("a:2379, b:2380") == ["a:2379", "b:2380"]
+    assert parse_etcd_endpoints(["http://a:2379/"]) == ["a:2379"]
+    for bad, named in (("a", "'a' is not host:port"), ("a:x", "port 'x'"), (",", "no endpoint")):
+        with pytest.raises(ConfigurationError, match=named):
+            parse_etcd_endpoints(bad)
+
+
+def test_options_override_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('redis = "redis://file:6379/1"\nnamespace = "from-file"\netcd = ["f:1"]\n')
+    from_file = CLIContext(config=str(path))
+    assert from_file.settings.redis == "redis://file:6379/1"
+    assert from_file.settings.namespace == "from-file"
+    assert from_file.redis_target("x").host == "file"
+    given = CLIContext(
+        config=str(path), redis="redis://opt:6380/2", etcd="o:2", namespace="from-option"
+    )
+    assert given.redis_target("x").host == "opt"
+    assert given.settings.namespace == "from-option"
+    assert given.etcd_endpoints("x") == ["o:2"]
+
+
+def test_bad_redis_option_is_one_line() -> None:
+    proc = run_cli("--redis", "redis://localhost:notaport/0", "events", "stats")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "port 'notaport'" in proc.stderr

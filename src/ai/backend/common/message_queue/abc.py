@@ -50,7 +50,9 @@ class AbstractMessageQueue(abc.ABC):
 
     @abc.abstractmethod
     async def open(self) -> None:
-        """Connect and start background work (heartbeat, reclaimer); idempotent."""
+        """Connect and start background work (heartbeat, reclaimer); idempotent.
+
+        If it fails or is cancelled, nothing stays open."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:
@@ -77,7 +79,9 @@ class AbstractMessageQueue(abc.ABC):
 
     @abc.abstractmethod
     async def send_batch(self, batch: Sequence[Mapping[str, str]]) -> list[str]:
-        """Append several anycast messages in one round trip, in order; returns their ids."""
+        """Append several anycast messages in one round trip, in order; returns their ids.
+
+        If it fails or is cancelled, any prefix of the batch may have been written."""
 
     # -- anycast: consume -------------------------------------------------------------
 
@@ -100,15 +104,23 @@ class AbstractMessageQueue(abc.ABC):
     @abc.abstractmethod
     async def nack(self, msg_id: str, error: str) -> None:
         """Settle a message as failed: deliver it again after ``retry_delay``, or move it to
-        the dead-letter stream if it has been delivered ``max_deliveries`` times."""
+        the dead-letter stream if it has been delivered ``max_deliveries`` times.
+
+        If cancelled, the redelivery is still scheduled (its error may be missing from the
+        history). Raises ``UnknownMessage`` for an id not in flight at this client."""
 
     @abc.abstractmethod
     async def dead_letter(self, msg_id: str, error: str) -> None:
-        """Move a message to the dead-letter stream at once (undecodable, malformed)."""
+        """Move a message to the dead-letter stream at once (undecodable, malformed).
+
+        Atomic: if cancelled, the message is either dead-lettered and acked, or still
+        pending."""
 
     @abc.abstractmethod
     async def mark_handled(self, msg_id: str, handler: str) -> None:
-        """Record that ``handler`` succeeded on ``msg_id`` (kept until the message is acked)."""
+        """Record that ``handler`` succeeded on ``msg_id`` (kept until the message is acked).
+
+        If cancelled, the record may or may not have been stored."""
 
     @abc.abstractmethod
     async def handled(self, msg_id: str) -> frozenset[str]:
@@ -121,7 +133,8 @@ class AbstractMessageQueue(abc.ABC):
         """Send a broadcast to every subscriber (and to the durable stream).
 
         With ``cache_id`` the message is also kept under that key for
-        ``BROADCAST_CACHE_TTL`` seconds for :meth:`fetch_cached_broadcast`.
+        ``BROADCAST_CACHE_TTL`` seconds for :meth:`fetch_cached_broadcast`. A failure raises
+        (``QueueUnavailable``); if cancelled, it may or may not have been sent.
         """
 
     @abc.abstractmethod
@@ -130,7 +143,12 @@ class AbstractMessageQueue(abc.ABC):
 
     @abc.abstractmethod
     def subscribe(self) -> AsyncGenerator[BroadcastMessage, None]:
-        """Yield broadcasts (in this client's ``broadcast_mode``) until the client closes."""
+        """Yield broadcasts (in this client's ``broadcast_mode``) until the client closes.
+
+        ``statistics().subscriptions`` counts the iterators registered with the server: a
+        broadcast sent after it went up is received. In durable mode a message counts as seen
+        once the subscriber asks for the next one or closes the iterator; one whose handling
+        was cut by a crash comes again. One durable ``subscribe()`` at a time per client."""
 
     # -- dead letters -----------------------------------------------------------------
 
@@ -144,7 +162,8 @@ class AbstractMessageQueue(abc.ABC):
     async def replay_dead_letters(self, dlq_ids: Sequence[str] | None = None) -> list[str]:
         """Deliver dead letters (all when ``None``) again to the group that gave up on them,
         and to no other group, as new messages; remove them from the dead-letter stream and
-        return the new message ids."""
+        return the new message ids. Each letter moves atomically: if cancelled, those moved so
+        far are replayed and the rest stay dead letters."""
 
     @abc.abstractmethod
     async def purge_dead_letters(self, dlq_ids: Sequence[str] | None = None) -> int:

@@ -572,6 +572,13 @@ async def test_errors_are_queue_errors(queue: AbstractMessageQueue, broker: Queu
     durable_without_id = await broker.open(broadcast_mode=BroadcastMode.DURABLE)
     with pytest.raises(QueueConfigError):
         durable_without_id.subscribe()
+    for bad in ("garbage", "1-x", "-5-0"):
+        with pytest.raises(InvalidMessage):
+            await queue.list_dead_letters(after=bad)
+        with pytest.raises(InvalidMessage):
+            await queue.replay_dead_letters([bad])
+        with pytest.raises(InvalidMessage):
+            await queue.purge_dead_letters([bad])
     not_open = await broker.open()
     await not_open.aclose()
     with pytest.raises(QueueClosed):

@@ -10,6 +10,7 @@ from .types import REPLAY_ID_PREFIX, REPLAY_STREAM_PREFIX
 __all__ = (
     "REQUIRED_FIELDS",
     "check_outgoing",
+    "checked_id",
     "entry_id",
     "format_id",
     "malformed_reason",
@@ -26,6 +27,19 @@ def parse_id(entry: str) -> tuple[int, int]:
     """``"<ms>-<seq>"`` as a comparable pair."""
     ms, _, seq = entry.partition("-")
     return int(ms), int(seq or 0)
+
+
+def checked_id(entry: str, what: str) -> tuple[int, int]:
+    """:func:`parse_id`, raising ``InvalidMessage`` (naming ``what``) on a malformed id."""
+    try:
+        ms, seq = parse_id(entry)
+    except (ValueError, AttributeError) as exc:
+        raise InvalidMessage(
+            f"{what}: {entry!r} is not a stream id", data={"id": str(entry)}
+        ) from exc
+    if ms < 0 or seq < 0:
+        raise InvalidMessage(f"{what}: {entry!r} is not a stream id", data={"id": entry})
+    return ms, seq
 
 
 def format_id(pair: tuple[int, int]) -> str:

@@ -7,13 +7,18 @@ durable broadcast cursors), so several clients sharing one broker behave as seve
 sharing one Redis. Time (heartbeat expiry, cache TTL, retry delay) comes from an injectable
 clock: pass a :class:`ManualClock` and move it with :meth:`ManualClock.advance`.
 
-Guarantees: the whole conformance suite of the interface
-[tests/message_queue/test_queue_conformance.py]; a client that :meth:`MemoryMessageQueue.abort`
-s (a simulated crash) keeps its pending messages until its heartbeat expires on the clock
-[tests/message_queue/test_queue_conformance.py::test_dead_consumer_is_reclaimed].
+Guarantees:
+- the whole conformance suite of the interface [tests/message_queue/test_queue_conformance.py];
+- a client stopped with :meth:`MemoryMessageQueue.abort` (a simulated crash) keeps its pending
+  messages until its heartbeat expires on the clock
+  [tests/message_queue/test_queue_conformance.py::test_dead_consumer_is_reclaimed];
+- a cached broadcast expires after ``BROADCAST_CACHE_TTL`` seconds of the clock
+  [tests/message_queue/test_memory.py::test_cached_broadcast_expires_on_the_clock];
+- trimming follows the Redis policy: never an entry pending or undelivered in a group
+  [tests/message_queue/test_memory.py::test_trim_keeps_pending_and_undelivered].
 
 Limits: state lives in one process and is lost with it; the broker is not thread-safe (one
-event loop).
+event loop) [tests/message_queue/test_memory.py::test_abort_then_aclose_is_a_no_op].
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Generic, Protocol, TypeVar
 
 from ._common import (
     check_outgoing,
+    checked_id,
     entry_id,
     format_id,
     malformed_reason,
@@ -642,7 +648,7 @@ class MemoryMessageQueue(AbstractMessageQueue):
         """Dead letters oldest first."""
         self._check_open()
         dead = self._broker._dead
-        start = parse_id(after) if after is not None else (0, 0)
+        start = checked_id(after, "list_dead_letters") if after is not None else (0, 0)
         return [dead.entries[entry] for entry in dead.after(start, limit)]
 
     async def replay_dead_letters(self, dlq_ids: Sequence[str] | None = None) -> list[str]:
@@ -650,7 +656,11 @@ class MemoryMessageQueue(AbstractMessageQueue):
         self._check_open()
         broker = self._broker
         dead = broker._dead
-        entries = list(dead.ids) if dlq_ids is None else [parse_id(i) for i in dlq_ids]
+        entries = (
+            list(dead.ids)
+            if dlq_ids is None
+            else [checked_id(i, "replay_dead_letters") for i in dlq_ids]
+        )
         new_ids = []
         for entry in entries:
             letter = dead.entries.get(entry)
@@ -669,7 +679,11 @@ class MemoryMessageQueue(AbstractMessageQueue):
         """Delete dead letters; returns how many were deleted."""
         self._check_open()
         dead = self._broker._dead
-        entries = list(dead.ids) if dlq_ids is None else [parse_id(i) for i in dlq_ids]
+        entries = (
+            list(dead.ids)
+            if dlq_ids is None
+            else [checked_id(i, "purge_dead_letters") for i in dlq_ids]
+        )
         return sum(1 for entry in entries if dead.delete(entry))
 
     # -- introspection ------------------------------------------------------------

@@ -18,14 +18,13 @@ from ai.backend.common.json import dump_json_str, load_json
 
 from .._common import (
     check_outgoing,
+    checked_id,
     entry_id,
     malformed_reason,
-    parse_id,
     replay_stream,
     split_msg_id,
 )
 from ..exceptions import (
-    InvalidMessage,
     MessageQueueError,
     UnknownMessage,
 )
@@ -438,6 +437,8 @@ class StreamsMixin(RedisQueueBase):
     ) -> list[DeadLetter]:
         """``XRANGE events:dlq`` oldest first."""
         streams = self._check_open()
+        if after is not None:
+            checked_id(after, "list_dead_letters")
         start = f"({after}" if after is not None else "-"
         with _translated("list_dead_letters"):
             entries = await streams.range(DEAD_LETTER_STREAM, start, "+", count=limit)
@@ -476,6 +477,8 @@ class StreamsMixin(RedisQueueBase):
         assert self._streams is not None
         if dlq_ids is None:
             return await self._streams.range(DEAD_LETTER_STREAM)
+        for dlq_id in dlq_ids:
+            checked_id(dlq_id, "replay_dead_letters")
         out = []
         for dlq_id in dlq_ids:
             out += await self._streams.range(DEAD_LETTER_STREAM, dlq_id, dlq_id)
@@ -522,8 +525,5 @@ class StreamsMixin(RedisQueueBase):
                 )
                 return int(count)
             for dlq_id in dlq_ids:
-                try:
-                    parse_id(dlq_id)
-                except ValueError as exc:
-                    raise InvalidMessage(f"purge_dead_letters: bad id {dlq_id!r}") from exc
+                checked_id(dlq_id, "purge_dead_letters")
             return await streams.delete(DEAD_LETTER_STREAM, *dlq_ids)

@@ -31,7 +31,7 @@ from ai.backend.common.message_queue import (
 TEST_CONFIG = QueueConfig(
     source="test",
     block_seconds=0.05,
-    heartbeat_ttl=0.6,
+    heartbeat_ttl=1.0,  # refreshed every 1/3 s: tolerates a stalled loop
     reclaim_interval=0.05,
     retry_delay=0.2,
 )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ._cli import run_cli
+import redis
+
+from ._cli import json_lines, run_cli
 
 __all__ = ("run_cli",)
 
@@ -14,9 +16,30 @@ def test_demo_json_reports_every_step_ok() -> None:
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert rows, "the demo printed no summary rows"
-    expected = {"types", "errors", "contexts", "configs", "resilience"}
+    expected = {
+        "types", "errors", "contexts", "configs", "discovery", "events", "bgtask",
+        "resilience", "auth", "rpc",
+    }  # fmt: skip
     assert {row["capability"] for row in rows} >= expected
     assert all(row["ok"] == "yes" for row in rows), rows
+    seconds = float(proc.stderr.rsplit("done in ", 1)[1].split()[0])
+    assert seconds < 30, proc.stderr
+
+
+def test_demo_on_real_backends(redis_url: str, etcd_endpoint: str) -> None:
+    url = f"{redis_url}/2"
+    proc = run_cli("--json", "--redis", url, "--etcd", etcd_endpoint, "demo")
+    assert proc.returncode == 0, proc.stderr
+    rows = json_lines(proc.stdout)
+    assert len(rows) == 10
+    assert all(row["ok"] == "yes" for row in rows), rows
+    client = redis.Redis.from_url(url)
+    try:
+        assert client.exists("events"), "the demo published no anycast event on Redis"
+        assert client.xinfo_groups("events") == [], "the demo left consumer groups behind"
+        assert not client.exists("events:replay:demo-agent")
+    finally:
+        client.close()
 
 
 def test_demo_human_output_has_summary_table() -> None:

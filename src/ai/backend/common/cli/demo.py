@@ -1,8 +1,21 @@
 """``backend.ai-common demo``: a guided walk through what the package does.
 
-Each step is a small coroutine that exercises one capability on the embedded in-memory backends
-(or on the real ones given with ``--redis`` / ``--etcd``) and returns one summary row. Steps are
-listed in ``STEPS``; the demo prints what each does and ends with a summary table.
+The demo starts, in one process, a small cluster (:class:`~.demo_runtime.DemoRuntime`): a
+"manager" web service with the full middleware stack, HMAC auth with a demo keypair it prints,
+metrics, a Prometheus SD endpoint, background tasks with SSE and a live page; two "agents" that
+consume anycast events (group ``agent``) and answer RPC. It runs on the embedded in-memory
+backends, or on Redis / etcd given with ``--redis`` / ``--etcd``. Each step is a small
+coroutine exercising one capability and returning one summary row (listed in ``STEPS``); the
+demo ends with a summary table and the time it took, and exits 0 when every step is ok. With
+``--serve`` it keeps running after the walkthrough and prints the URLs until SIGINT/SIGTERM.
+
+Guarantees:
+- every step reports ok on the in-memory backends, well under 30 s
+  [tests/cli/test_demo.py::test_demo_json_reports_every_step_ok];
+- the same on real Redis and etcd, leaving no consumer group behind
+  [tests/cli/test_demo.py::test_demo_on_real_backends];
+- ``--serve`` serves until SIGTERM, then shuts down and exits 0
+  [tests/cli/test_live_page.py::test_live_page_shows_task_reaching_100].
 """
 
 from __future__ import annotations
@@ -13,7 +26,6 @@ import pickle
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -25,24 +37,25 @@ from ..exception import BackendAIError, InvalidAPIParameters
 from ..resilience import Backoff, BreakerOpen, CircuitBreaker, FakeClock, Pipeline, Retry
 from ..types import BinarySize, HostPortPair, ResourceSlot
 from .context import CLIContext, pass_cli
+from .demo_runtime import DemoRuntime
+from .demo_steps import (
+    DemoEnv,
+    StepResult,
+    step_auth,
+    step_bgtask,
+    step_discovery,
+    step_events,
+    step_rpc,
+)
 from .settings import CommonSettings
 
-__all__ = ("STEPS", "StepResult", "demo")
+__all__ = ("STEPS", "DemoEnv", "StepResult", "demo", "run_demo")
 
 
-@dataclass(frozen=True)
-class StepResult:
-    """One line of the summary table."""
-
-    capability: str
-    outcome: str
-    ok: bool = True
+Step = Callable[[DemoEnv], Awaitable[StepResult]]
 
 
-Step = Callable[[CLIContext], Awaitable[StepResult]]
-
-
-async def step_errors(cli: CLIContext) -> StepResult:
+async def step_errors(env: DemoEnv) -> StepResult:
     """Errors carry an error code and render as RFC 7807 problem+json; they survive pickling."""
     from pydantic import BaseModel, ValidationError
 
@@ -55,13 +68,13 @@ async def step_errors(cli: CLIContext) -> StepResult:
     except ValidationError as exc:
         err = InvalidAPIParameters.from_validation_error(exc, source="request body")
     problem = err.problem()
-    cli.say(f"  [bold]errors[/]: {problem['error_code']} ({err.status_code}) {problem['msg']}")
+    env.say(f"  [bold]errors[/]: {problem['error_code']} ({err.status_code}) {problem['msg']}")
     restored = pickle.loads(pickle.dumps(err))
     same = type(restored) is type(err) and restored.data == err.data
     return StepResult("errors", f"{problem['error_code']}, pickle round trip {same}", same)
 
 
-async def step_contexts(cli: CLIContext) -> StepResult:
+async def step_contexts(env: DemoEnv) -> StepResult:
     """A context bundle (request id, user) travels to another task and back out as a dict."""
     user = UserData.model_validate({"user_id": "f46860a2-a604-e5af-f4db-1c1eaa66b464"})
     with bind_request_id() as rid, bind_user(user):
@@ -73,24 +86,24 @@ async def step_contexts(cli: CLIContext) -> StepResult:
 
     got_rid, got_user = await asyncio.create_task(elsewhere())
     ok = got_rid == rid and got_user == user and current_request_id() is None
-    cli.say(f"  [bold]contexts[/]: request {rid} restored in another task: {ok}")
+    env.say(f"  [bold]contexts[/]: request {rid} restored in another task: {ok}")
     return StepResult("contexts", f"bundle carried request {rid}", ok)
 
 
-async def step_types(cli: CLIContext) -> StepResult:
+async def step_types(env: DemoEnv) -> StepResult:
     """Sizes, resource slots and addresses parse and print the way operators write them."""
     size = BinarySize.from_str("1.5g")
     slots = ResourceSlot.from_user_input({"cpu": "2", "mem": "4g"}) + ResourceSlot({"cpu": "0.5"})
     addr = HostPortPair.parse("[::1]:8080")
-    cli.say(f"  [bold]types[/]: 1.5g = {int(size):,} bytes ({size}); slots {slots.to_humanized()}")
-    cli.say(f"  [bold]types[/]: IPv6 address {addr} -> host {addr.host}, port {addr.port}")
+    env.say(f"  [bold]types[/]: 1.5g = {int(size):,} bytes ({size}); slots {slots.to_humanized()}")
+    env.say(f"  [bold]types[/]: IPv6 address {addr} -> host {addr.host}, port {addr.port}")
     ok = int(size) == 1_610_612_736 and slots["cpu"] == 2.5 and addr.port == 8080
     return StepResult("types", f"{size}, {addr}, cpu={slots['cpu']}", ok)
 
 
-async def step_configs(cli: CLIContext) -> StepResult:
+async def step_configs(env: DemoEnv) -> StepResult:
     """Layered config: file, environment and override, each value with its source."""
-    return await asyncio.to_thread(_configs_walkthrough, cli)
+    return await asyncio.to_thread(_configs_walkthrough, env.cli)
 
 
 def _configs_walkthrough(cli: CLIContext) -> StepResult:
@@ -116,7 +129,7 @@ def _configs_walkthrough(cli: CLIContext) -> StepResult:
     return StepResult("configs", "file < env < override, bad value named", ok)
 
 
-async def step_resilience(cli: CLIContext) -> StepResult:
+async def step_resilience(env: DemoEnv) -> StepResult:
     """A breaker opens on failures, fails fast, probes after its wait and closes again."""
     clock = FakeClock()
     breaker = CircuitBreaker(
@@ -125,6 +138,7 @@ async def step_resilience(cli: CLIContext) -> StepResult:
     # The retry sleeps for real (10 ms); the breaker's wait runs on a fake clock the demo advances.
     retry = Retry(max_attempts=2, backoff=Backoff(kind="fixed", initial=0.01, max_delay=0.01))
     pipeline = Pipeline([retry, breaker], dependency="storage-proxy")
+    env.runtime.breakers["storage-proxy (demo)"] = breaker
     healthy = False
     calls = 0
 
@@ -145,12 +159,12 @@ async def step_resilience(cli: CLIContext) -> StepResult:
         fast_failed = False
     except BreakerOpen as exc:
         fast_failed = calls == before
-        cli.say(f"  [bold]resilience[/]: {exc} (dependency not called)")
+        env.say(f"  [bold]resilience[/]: {exc} (dependency not called)")
     healthy = True
     clock.advance(5.0)
     result = await pipeline.call(dependency)
     closed = breaker.state == "closed"
-    cli.say(
+    env.say(
         f"  [bold]resilience[/]: after the wait one probe succeeded ({result}) -> {breaker.state}"
     )
     ok = opened and fast_failed and closed
@@ -162,22 +176,28 @@ STEPS: list[Step] = [
     step_errors,
     step_contexts,
     step_configs,
+    step_discovery,
+    step_events,
+    step_bgtask,
     step_resilience,
+    step_auth,
+    step_rpc,
 ]
+"""The walkthrough, in order."""
 
 
 STEP_TIMEOUT = 20.0
 """Seconds one demo step may take before it is reported as failed."""
 
 
-async def run_demo(cli: CLIContext) -> list[StepResult]:
+async def run_demo(env: DemoEnv) -> list[StepResult]:
     """Run every step in order; a failing step is reported, not fatal."""
     results = []
     for step in STEPS:
         name = step.__name__.removeprefix("step_")
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
-                results.append(await step(cli))
+                results.append(await step(env))
         except TimeoutError:
             results.append(StepResult(name, f"did not finish within {STEP_TIMEOUT:.0f} s", False))
         except BackendAIError as exc:
@@ -185,18 +205,63 @@ async def run_demo(cli: CLIContext) -> list[StepResult]:
     return results
 
 
+def _urls(runtime: DemoRuntime) -> dict[str, str]:
+    base = runtime.url
+    return {
+        "page": f"{base}/",
+        "manager": f"{base}/api/",
+        "metrics": f"{base}/metrics",
+        "sd": f"{base}/sd/prometheus",
+        "task_events": f"{base}/events/background-task?taskId=<id>",
+    }
+
+
+async def _demo(cli: CLIContext, *, serve: bool, host: str, port: int, started: float) -> bool:
+    async with DemoRuntime(cli, host=host, port=port) as runtime:
+        keypair = runtime.keypair
+        cli.say(f"[bold]backend.ai-common demo[/] ({runtime.backends})")
+        cli.say(
+            f"manager at {runtime.url}; demo keypair {keypair.access_key} / {keypair.secret_key}"
+        )
+        results = await run_demo(DemoEnv(cli, runtime))
+        cli.table(
+            "summary",
+            ["capability", "outcome", "ok"],
+            [[r.capability, r.outcome, "yes" if r.ok else "NO"] for r in results],
+        )
+        elapsed = f"done in {time.monotonic() - started:.2f} s"
+        if cli.json:
+            cli.note(elapsed)
+        else:
+            cli.say(elapsed)
+        if serve:
+            urls = _urls(runtime)
+            cli.emit(
+                {
+                    "serving": True,
+                    **urls,
+                    "access_key": keypair.access_key,
+                    "secret_key": keypair.secret_key,
+                }
+            )
+            for name, url in urls.items():
+                cli.say(f"  {name:12} {url}")
+            cli.say("serving until Ctrl-C (SIGINT) or SIGTERM")
+            stop = asyncio.Event()
+            cli.stop_on_signals(stop)
+            await stop.wait()
+            cli.say("shutting down")
+    return all(r.ok for r in results)
+
+
 @click.command()
+@click.option("--serve", is_flag=True, help="keep serving after the walkthrough, until Ctrl-C")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="manager port (0: any)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="manager address")
 @pass_cli
-def demo(cli: CLIContext) -> None:
+def demo(cli: CLIContext, serve: bool, port: int, host: str) -> None:
     """Walk through the package's capabilities on embedded backends and print a summary."""
     started = time.monotonic()
-    cli.say("[bold]backend.ai-common demo[/] (embedded in-memory backends)")
-    results = asyncio.run(run_demo(cli))
-    cli.table(
-        "summary",
-        ["capability", "outcome", "ok"],
-        [[r.capability, r.outcome, "yes" if r.ok else "NO"] for r in results],
-    )
-    cli.say(f"done in {time.monotonic() - started:.2f} s")
-    if not all(r.ok for r in results):
+    ok = cli.run(_demo(cli, serve=serve, host=host, port=port, started=started))
+    if not ok:
         raise click.exceptions.Exit(1)

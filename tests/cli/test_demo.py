@@ -17,7 +17,7 @@ def test_demo_json_reports_every_step_ok() -> None:
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert rows, "the demo printed no summary rows"
     expected = {
-        "types", "errors", "contexts", "configs", "discovery", "events", "bgtask",
+        "types", "errors", "contexts", "configs", "discovery", "events", "deadletter", "bgtask",
         "resilience", "auth", "rpc",
     }  # fmt: skip
     assert {row["capability"] for row in rows} >= expected
@@ -31,7 +31,7 @@ def test_demo_on_real_backends(redis_url: str, etcd_endpoint: str) -> None:
     proc = run_cli("--json", "--redis", url, "--etcd", etcd_endpoint, "demo")
     assert proc.returncode == 0, proc.stderr
     rows = json_lines(proc.stdout)
-    assert len(rows) == 10
+    assert len(rows) == 11
     assert all(row["ok"] == "yes" for row in rows), rows
     client = redis.Redis.from_url(url)
     try:

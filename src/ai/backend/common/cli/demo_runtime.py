@@ -63,6 +63,7 @@ from ..events import (
     BgtaskDoneEvent,
     BgtaskFailedEvent,
     BgtaskPartialSuccessEvent,
+    DispatchFailure,
     EventDispatcher,
     EventDomain,
     EventHub,
@@ -216,6 +217,10 @@ class DemoRuntime:
         self.manager_notices: list[str] = []
         self.agents: list[DemoAgent] = []
         self.registrars: list[ServiceRegistrar] = []
+        self.failures: list[tuple[str, DispatchFailure]] = []
+        """Handler failures reported by the agents' dispatchers (agent name, failure)."""
+        self.poison_cured = False
+        """Whether the agents handle ``demo_job`` events noted ``poison`` (they fail before)."""
         self._seq = 0
         self._changed = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
@@ -329,9 +334,23 @@ class DemoRuntime:
     async def _open_agent(self, name: str) -> DemoAgent:
         queue = await self._enter(self._queue(name, self.agent_group, 4))
         rpc = AgentRPCServer("tcp://127.0.0.1:0")
-        agent = DemoAgent(name, queue, EventDispatcher(queue, max_concurrency=1), rpc)
+
+        def on_failure(failure: DispatchFailure) -> None:
+            self.failures.append((name, failure))
+            self.record(
+                failure.event_name or "?",
+                "anycast",
+                f"delivery {failure.delivery_count}",
+                f"{name} (failed)",
+                {"error": str(failure.exception)},
+            )
+
+        dispatcher = EventDispatcher(queue, max_concurrency=1, on_failure=on_failure)
+        agent = DemoAgent(name, queue, dispatcher, rpc)
 
         async def on_job(context: DemoAgent, source: str, event: DemoJobEvent) -> None:
+            if event.note == "poison" and not self.poison_cured:
+                raise RuntimeError(f"{context.name} cannot digest job {event.job}")
             await asyncio.sleep(0.02)  # some work, so that the other consumer gets a turn
             context.jobs.append(event.job)
             context.handled_total.labels(event.event_name).inc()

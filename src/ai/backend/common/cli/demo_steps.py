@@ -13,6 +13,7 @@ Guarantees: every step reports ok on the in-memory backends
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ..clients.http import HTTPStatusError
 from ..contexts import bind_request_id
 from ..events import BgtaskUpdatedEvent
 from ..json import dump_json_str
+from ..message_queue import DeadLetter
 from .context import CLIContext
 from .demo_runtime import DEMO_TASK, DemoCountArgs, DemoJobEvent, DemoNoticeEvent, DemoRuntime
 
@@ -36,6 +38,7 @@ __all__ = (
     "StepResult",
     "step_auth",
     "step_bgtask",
+    "step_deadletter",
     "step_discovery",
     "step_events",
     "step_rpc",
@@ -115,6 +118,49 @@ async def step_events(env: DemoEnv) -> StepResult:
         "events",
         f"{len(jobs)} anycast jobs handled once each, broadcast reached {len(got_notice())}",
         ok,
+    )
+
+
+async def step_deadletter(env: DemoEnv) -> StepResult:
+    """A job every agent fails on is dead-lettered after 3 deliveries, then replayed once fixed."""
+    rt = env.runtime
+    queue = rt.agents[0].queue
+    seen = len(rt.failures)
+    msg_id = await rt.producer.anycast_event(DemoJobEvent(job=0, note="poison"))
+
+    async def dead() -> DeadLetter | None:
+        for letter in await queue.list_dead_letters(limit=1000):
+            if letter.original_id == msg_id and letter.group == rt.agent_group:
+                return letter
+        return None
+
+    async with asyncio.timeout(10):
+        while True:  # the dead-letter stream has no notification to wait on
+            letter = await dead()
+            if letter is not None:
+                break
+            await asyncio.sleep(0.05)
+    for agent_name, failure in rt.failures[seen:]:
+        env.say(
+            f"  [bold]deadletter[/]: delivery {failure.delivery_count} to {agent_name} failed: "
+            f"{escape(str(failure.exception))}"
+        )
+    env.say(
+        f"  [bold]deadletter[/]: {letter.dlq_id} in events:dlq after {letter.attempts} "
+        f"deliveries (group {letter.group}): {escape(letter.error)}"
+    )
+    rt.poison_cured = True
+    before = {a.name: len(a.jobs) for a in rt.agents}
+    await queue.replay_dead_letters([letter.dlq_id])
+    replayed = await rt.wait_until(
+        lambda: any(0 in a.jobs[before[a.name] :] for a in rt.agents), within=10
+    )
+    by = [a.name for a in rt.agents if 0 in a.jobs[before[a.name] :]]
+    left = [d for d in await queue.list_dead_letters(limit=1000) if d.original_id == msg_id]
+    env.say(f"  [bold]deadletter[/]: replayed to group {letter.group} only; handled by {by}")
+    ok = letter.attempts == 3 and replayed and len(by) == 1 and not left
+    return StepResult(
+        "deadletter", f"dead-lettered after {letter.attempts} deliveries, replayed once", ok
     )
 
 
@@ -214,5 +260,5 @@ async def step_rpc(env: DemoEnv) -> StepResult:
     )
 
 
-RUNTIME_STEPS = (step_discovery, step_events, step_bgtask, step_auth, step_rpc)
+RUNTIME_STEPS = (step_discovery, step_events, step_deadletter, step_bgtask, step_auth, step_rpc)
 """The steps that need the demo cluster, in order."""

@@ -219,6 +219,9 @@ def _urls(runtime: DemoRuntime) -> dict[str, str]:
 
 
 async def _demo(cli: CLIContext, *, serve: bool, host: str, port: int, started: float) -> bool:
+    stop = asyncio.Event()
+    if serve:  # a stop asked for during the walkthrough ends the demo right after it
+        cli.stop_on_signals(stop)
     async with DemoRuntime(cli, host=host, port=port) as runtime:
         keypair = runtime.keypair
         cli.say(f"[bold]backend.ai-common demo[/] ({runtime.backends})")
@@ -249,8 +252,6 @@ async def _demo(cli: CLIContext, *, serve: bool, host: str, port: int, started: 
             for name, url in urls.items():
                 cli.say(f"  {name:12} {url}")
             cli.say("serving until Ctrl-C (SIGINT) or SIGTERM")
-            stop = asyncio.Event()
-            cli.stop_on_signals(stop)
             await stop.wait()
             cli.say("shutting down")
     return all(r.ok for r in results)

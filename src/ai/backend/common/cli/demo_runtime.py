@@ -384,7 +384,14 @@ class DemoRuntime:
 
     async def _open_discovery(self) -> AbstractServiceDiscovery:
         if self.etcd:
-            etcd = await self._enter(EtcdClient(self.etcd, self.cli.settings.namespace))
+            etcd = await self._enter(
+                EtcdClient(
+                    self.etcd,
+                    self.cli.settings.namespace,
+                    request_timeout=3.0,
+                    failover_timeout=5.0,
+                )
+            )
             return EtcdServiceDiscovery(etcd, ttl=10)
         if self.redis is not None:
             return RedisServiceDiscovery(self.redis, ttl=10.0)

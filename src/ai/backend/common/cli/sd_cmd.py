@@ -44,7 +44,9 @@ async def open_discovery(cli: CLIContext, command: str) -> AsyncIterator[Abstrac
     if cli.has_etcd:
         endpoints = cli.etcd_endpoints(command)
         async with (
-            EtcdClient(endpoints, cli.settings.namespace) as etcd,
+            EtcdClient(
+                endpoints, cli.settings.namespace, request_timeout=3.0, failover_timeout=5.0
+            ) as etcd,
             EtcdServiceDiscovery(etcd) as discovery,
         ):
             yield discovery

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 lint_only=0
 if [ "${1:-}" = "--lint-only" ]; then lint_only=1; shift; fi
 
-bash scripts/system-deps.sh prometheus
+bash scripts/system-deps.sh prometheus chromium chromium-driver
 bash scripts/bootstrap.sh test,bench
 bin=.venv/bin
 

@@ -14,8 +14,8 @@ import abc
 import asyncio
 import math
 
+from ..aio import TaskOwner
 from ..clients.etcd import Clock, SystemClock
-from ._tasks import TaskOwner
 from .abc import AbstractLeaderElection
 from .exceptions import LeaderElectionClosed, LeaderElectionUnavailable
 from .types import LeadershipChange, LeadershipObserver, LeaderStatistics

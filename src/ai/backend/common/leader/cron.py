@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from ._tasks import TaskOwner
+from ..aio import TaskOwner
 from .abc import AbstractLeaderElection
 from .exceptions import LeaderElectionClosed
 from .types import PeriodicTask

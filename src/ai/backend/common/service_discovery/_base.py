@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from pydantic import ValidationError
 
+from ..aio import TaskOwner
 from .abc import AbstractServiceDiscovery
 from .exceptions import ServiceDiscoveryClosed, ServiceNotFound
 from .types import (
@@ -39,8 +40,6 @@ class RecordKeeper(AbstractServiceDiscovery):
         on_records_restored: RecordsRestoredObserver | None = None,
         wall_clock: WallClock = time.time,
     ) -> None:
-        from ._tasks import TaskOwner
-
         self._name = name
         self._tasks = TaskOwner(name)
         self._owned: dict[ServiceKey, ServiceMetadata] = {}

@@ -25,6 +25,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 
+from ..aio import TaskOwner
 from ..clients.etcd import (
     ConfigScopes,
     EtcdTimeout,
@@ -35,7 +36,6 @@ from ..clients.etcd import (
     unflatten_pairs,
 )
 from ._base import sort_records
-from ._tasks import TaskOwner
 from .abc import AbstractServiceDiscovery
 from .etcd import EtcdServiceDiscovery, map_etcd_errors
 from .exceptions import ServiceDiscoveryClosed, ServiceDiscoveryUnavailable, ServiceNotFound

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
+from ..aio import TaskOwner
 from ..events import EventProducer
 from ..events.families import (
     ServiceDeregisteredEvent,
@@ -29,7 +30,6 @@ from ..events.families import (
     ServiceRegisteredEvent,
 )
 from ..exception import BackendAIError
-from ._tasks import TaskOwner
 from .abc import AbstractServiceDiscovery
 from .types import ServiceMetadata
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
+from ...aio import TaskOwner
 from ._backend import (
     Compare,
     CompareTarget,
@@ -100,9 +101,7 @@ class AsyncEtcd(abc.ABC):
         self._watch_reconnect_max_interval = watch_reconnect_max_interval
         self._opened = False
         self._closing = False
-        self._runner: asyncio.Task[None] | None = None
-        self._tg: asyncio.TaskGroup | None = None
-        self._stop = asyncio.Event()
+        self._tasks = TaskOwner(f"etcd-{namespace}")
         self._keepalive_tasks: dict[int, asyncio.Task[None]] = {}
         self._leases: dict[int, EtcdLease] = {}
         self._watches: set[EtcdWatch] = set()
@@ -131,19 +130,8 @@ class AsyncEtcd(abc.ABC):
             return
         self._opened = True
         await self._backend_open()
-        ready = asyncio.Event()
-        self._runner = asyncio.create_task(self._run(ready), name=f"etcd-{self._ns}-tasks")
-        await ready.wait()
-
-    async def _run(self, ready: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            self._backend_started(tg)
-            ready.set()
-            await self._stop.wait()
-            for task in list(self._keepalive_tasks.values()):
-                task.cancel()
-            self._backend_stopping()
+        await self._tasks.start()
+        self._backend_started()
 
     async def aclose(self) -> None:
         """Stop keep-alives, end watches, release connections; idempotent.
@@ -154,15 +142,11 @@ class AsyncEtcd(abc.ABC):
             self._closing = True
             return
         self._closing = True
-        self._stop.set()
-        for watch in list(self._watches):
-            await watch.aclose()
         try:
-            if self._runner is not None:
-                await self._runner
+            await self._tasks.stop()  # keep-alives and backend loops
         finally:
-            self._runner = None
-            self._tg = None
+            for watch in list(self._watches):
+                await watch.aclose()
             await self._backend_close()
 
     def _check_open(self) -> None:
@@ -177,11 +161,8 @@ class AsyncEtcd(abc.ABC):
     async def _backend_open(self) -> None:
         """Prepare connections (no task may be left running on failure)."""
 
-    def _backend_started(self, tg: asyncio.TaskGroup) -> None:  # noqa: B027
-        """Start backend background loops in the client's task group."""
-
-    def _backend_stopping(self) -> None:  # noqa: B027
-        """Stop backend background loops (called inside the task group before it exits)."""
+    def _backend_started(self) -> None:  # noqa: B027
+        """Start backend background loops with ``self._tasks.spawn`` (cancelled on close)."""
 
     @abc.abstractmethod
     async def _backend_close(self) -> None:
@@ -586,9 +567,8 @@ class AsyncEtcd(abc.ABC):
         lease = EtcdLease(self, lease_id, max(granted, ttl), keepalive)
         self._leases[lease_id] = lease
         if keepalive:
-            assert self._tg is not None
-            self._keepalive_tasks[lease_id] = self._tg.create_task(
-                self._keepalive_loop(lease), name=f"etcd-lease-{lease_id:x}"
+            self._keepalive_tasks[lease_id] = self._tasks.spawn(
+                self._keepalive_loop(lease), f"lease-{lease_id:x}"
             )
         return lease
 

@@ -367,7 +367,6 @@ class MemoryEtcd(AsyncEtcd):
         )
         self._server = server
         self._streams: set[_MemoryWatchStream] = set()
-        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def server(self) -> MemoryEtcdServer:
@@ -384,13 +383,8 @@ class MemoryEtcd(AsyncEtcd):
     async def _backend_open(self) -> None:
         pass
 
-    def _backend_started(self, tg: asyncio.TaskGroup) -> None:
-        self._sweeper = tg.create_task(self._sweep_loop(), name="memory-etcd-lease-sweeper")
-
-    def _backend_stopping(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+    def _backend_started(self) -> None:
+        self._tasks.spawn(self._sweep_loop(), "memory-lease-sweeper")
 
     async def _backend_close(self) -> None:
         for stream in list(self._streams):

@@ -1,0 +1,95 @@
+"""Small asyncio building blocks shared by the resources of this package.
+
+:class:`TaskOwner` is the "background loops in a TaskGroup owned by the resource" of the style
+guide, written once: a resource starts it when it opens, spawns its loops into it, and stops it
+when it closes. It can be started and stopped from any task (the group runs in a task of its
+own), so a resource's ``open()`` and ``aclose()`` need not be one ``async with`` block.
+
+Guarantees:
+- ``stop()`` cancels every task still running and returns only once all of them ended
+  [tests/test_aio.py::test_stop_cancels_every_task];
+- a task's unexpected failure ends the group and is raised from ``stop()`` (as the
+  ``ExceptionGroup`` of ``asyncio.TaskGroup``), never only logged
+  [tests/test_aio.py::test_a_failure_is_raised_from_stop];
+- spawning before ``start()`` or after ``stop()`` raises :class:`TaskOwnerStopped` and closes
+  the coroutine, so nothing runs unowned
+  [tests/test_aio.py::test_spawn_after_stop_raises].
+
+Limits: an owner starts once (it cannot be restarted after ``stop()``); a task that ends early
+is not restarted; a failure cancels the other tasks at once but is raised only when the owner
+calls ``stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from .exception import PROBLEM_BASE_URI, BackendAIError, ErrorDetail, ErrorOperation
+
+__all__ = ("TaskOwner", "TaskOwnerStopped")
+
+
+class TaskOwnerStopped(BackendAIError, RuntimeError):
+    """A task was spawned on a :class:`TaskOwner` that is not running (not started, or stopped)."""
+
+    error_type = PROBLEM_BASE_URI + "task-owner-stopped"
+    error_title = "Background tasks are not running."
+    error_operation = ErrorOperation.EXECUTE
+    error_detail = ErrorDetail.CANCELED
+
+
+class TaskOwner:
+    """Runs background loops in one ``asyncio.TaskGroup``; a loop's failure surfaces in stop()."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._stop = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the group is started, not stopped, and no task of it failed."""
+        runner = self._runner
+        return runner is not None and not runner.done() and not self._stop.is_set()
+
+    async def start(self) -> None:
+        """Start the group (returns once tasks can be spawned)."""
+        ready = asyncio.Event()
+        self._runner = asyncio.create_task(self._run(ready), name=f"{self._name}-tasks")
+        await ready.wait()
+
+    async def _run(self, ready: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            ready.set()
+            await self._stop.wait()
+            for task in list(self._tasks):
+                task.cancel()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``coro`` in the group as the task ``<owner name>-<name>``."""
+        if self._tg is None or not self.running:
+            coro.close()
+            raise TaskOwnerStopped(
+                f"{self._name}: background tasks are not running (cannot spawn {name!r})",
+                data={"owner": self._name, "task": name},
+            )
+        task = self._tg.create_task(coro, name=f"{self._name}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        """Cancel every task and wait for them; re-raises a loop's unexpected failure.
+
+        Idempotent. If cancelled while waiting, the group is cancelled too and its tasks end on
+        their own; a later call does not wait for them again.
+        """
+        self._stop.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner

@@ -1,0 +1,109 @@
+"""Tests of ai.backend.common.aio: TaskOwner, the task group a resource owns."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import pytest
+
+from ai.backend.common.aio import TaskOwner, TaskOwnerStopped
+from ai.backend.common.exception import BackendAIError
+
+
+async def test_stop_cancels_every_task() -> None:
+    owner = TaskOwner("res")
+    await owner.start()
+    assert owner.running
+    started = [asyncio.Event(), asyncio.Event()]
+    cancelled: list[str] = []
+
+    async def loop(i: int) -> None:
+        started[i].set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(f"loop-{i}")
+            raise
+
+    tasks = [owner.spawn(loop(i), f"loop-{i}") for i in range(2)]
+    assert [t.get_name() for t in tasks] == ["res-loop-0", "res-loop-1"]
+    for event in started:
+        await event.wait()
+    await owner.stop()
+    assert sorted(cancelled) == ["loop-0", "loop-1"]
+    assert all(t.cancelled() for t in tasks)
+    assert not owner.running
+    await owner.stop()  # idempotent
+
+
+async def test_a_failure_is_raised_from_stop() -> None:
+    owner = TaskOwner("res")
+    await owner.start()
+    sibling_cancelled = asyncio.Event()
+
+    async def sibling() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            sibling_cancelled.set()
+            raise
+
+    async def broken() -> None:
+        raise KeyError("bug")
+
+    owner.spawn(sibling(), "sibling")
+    owner.spawn(broken(), "broken")
+    await sibling_cancelled.wait()  # the failure cancels the others at once
+    with pytest.raises(ExceptionGroup) as info:
+        await owner.stop()
+    assert info.group_contains(KeyError, match="bug")
+
+
+async def test_spawn_after_stop_raises() -> None:
+    owner = TaskOwner("res")
+    ran = False
+
+    async def work() -> None:
+        nonlocal ran
+        ran = True
+
+    before = work()
+    with pytest.raises(TaskOwnerStopped, match="res: background tasks are not running"):
+        owner.spawn(before, "early")
+    assert inspect.getcoroutinestate(before) == inspect.CORO_CLOSED  # never run
+    await owner.start()
+    await owner.stop()
+    after = work()
+    with pytest.raises(TaskOwnerStopped) as info:
+        owner.spawn(after, "late")
+    assert inspect.getcoroutinestate(after) == inspect.CORO_CLOSED
+    assert not ran
+    assert isinstance(info.value, BackendAIError)
+    assert isinstance(info.value, RuntimeError)
+    assert str(info.value.error_code()) == "backendai_execute_canceled"
+    assert info.value.data == {"owner": "res", "task": "late"}
+
+
+async def test_spawn_after_a_failure_raises() -> None:
+    owner = TaskOwner("res")
+    await owner.start()
+
+    async def broken() -> None:
+        raise KeyError("bug")
+
+    task = owner.spawn(broken(), "broken")
+    with pytest.raises(KeyError):
+        await task
+    await asyncio.sleep(0)  # let the group see the failure and end
+    async with asyncio.timeout(5):
+        while owner.running:  # noqa: ASYNC110 (the group ends within a few loop turns)
+            await asyncio.sleep(0)
+
+    async def work() -> None:
+        pass
+
+    with pytest.raises(TaskOwnerStopped):
+        owner.spawn(work(), "after-failure")
+    with pytest.raises(ExceptionGroup):
+        await owner.stop()

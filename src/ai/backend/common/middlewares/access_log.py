@@ -19,9 +19,38 @@ from aiohttp.typedefs import Handler, Middleware
 
 from ..web import REQUEST_ID_KEY, auth_result, canonical_route
 
-__all__ = ("access_log_middleware",)
+__all__ = ("access_log_middleware", "log_access")
 
 log = logging.getLogger("ai.backend.common.access")
+
+
+def log_access(
+    logger: logging.Logger, level: int, request: web.Request, status: int, duration: float
+) -> None:
+    """Write the access record of one request (``duration`` in seconds); the caller has
+    checked ``logger.isEnabledFor(level)``."""
+    auth = auth_result(request)
+    path = request.rel_url.raw_path
+    duration_ms = duration * 1000
+    logger.log(
+        level,
+        "%s %s %d %.1fms",
+        request.method,
+        path,
+        status,
+        duration_ms,
+        extra={
+            "request_id": request.get(REQUEST_ID_KEY),
+            "user_id": str(auth.keypair.user_id) if auth else None,
+            "access_key": auth.access_key if auth else None,
+            "method": request.method,
+            "route": canonical_route(request),
+            "path": path,
+            "status": status,
+            "duration_ms": round(duration_ms, 3),
+            "client_ip": request.remote,
+        },
+    )
 
 
 def access_log_middleware(
@@ -46,27 +75,6 @@ def access_log_middleware(
             raise
         finally:
             if logger.isEnabledFor(level):
-                duration_ms = (clock() - start) * 1000
-                auth = auth_result(request)
-                route = canonical_route(request)
-                logger.log(
-                    level,
-                    "%s %s %d %.1fms",
-                    request.method,
-                    request.rel_url.raw_path,
-                    status,
-                    duration_ms,
-                    extra={
-                        "request_id": request.get(REQUEST_ID_KEY),
-                        "user_id": str(auth.keypair.user_id) if auth else None,
-                        "access_key": auth.access_key if auth else None,
-                        "method": request.method,
-                        "route": route,
-                        "path": request.rel_url.raw_path,
-                        "status": status,
-                        "duration_ms": round(duration_ms, 3),
-                        "client_ip": request.remote,
-                    },
-                )
+                log_access(logger, level, request, status, clock() - start)
 
     return access_log

@@ -25,6 +25,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from ..auth import (
     TOKEN_HEADER,
+    AuthResult,
     HMACVerifier,
     InsufficientRole,
     JWTVerifier,
@@ -36,7 +37,63 @@ from ..data.user import UserData, UserRole
 from ..exception import InvalidArgument
 from ..web import AUTH_RESULT_KEY, auth_result, canonical_route, is_anonymous
 
-__all__ = ("auth_middleware", "require_role")
+__all__ = ("Authenticator", "auth_middleware", "require_role")
+
+
+class Authenticator:
+    """The auth work of one configuration, shared by :func:`auth_middleware` and the fused stack."""
+
+    __slots__ = ("_anonymous", "_expected", "_hmac", "_jwt", "_needs_auth", "_users")
+
+    def __init__(
+        self,
+        *,
+        hmac: HMACVerifier | None = None,
+        jwt: JWTVerifier | None = None,
+        anonymous_routes: Collection[str] = (),
+    ) -> None:
+        if hmac is None and jwt is None:
+            raise InvalidArgument("auth_middleware needs an HMAC or a JWT verifier", data={})
+        self._hmac = hmac
+        self._jwt = jwt
+        self._anonymous = frozenset(anonymous_routes)
+        self._needs_auth: dict[object, bool] = {}  # per route object; routes live with the app
+        self._users: dict[str, tuple[Keypair, UserData]] = {}
+        self._expected = " or ".join(
+            name for name, used in ((TOKEN_HEADER, jwt), ("Authorization", hmac)) if used
+        )
+
+    def needs_auth(self, request: web.Request) -> bool:
+        """Whether the request's route is authenticated (unmatched paths are not)."""
+        route = request.match_info.route
+        needed = self._needs_auth.get(route)
+        if needed is None:
+            resource = route.resource
+            if resource is None:  # unmatched: let the 404/405 through
+                return False
+            needed = not (resource.canonical in self._anonymous or is_anonymous(route.handler))
+            self._needs_auth[route] = needed
+        return needed and not (self._anonymous and request.path in self._anonymous)
+
+    async def authenticate(self, request: web.Request) -> AuthResult:
+        """Verify the JWT, else the HMAC signature; raises an ``AuthError`` when neither holds."""
+        headers = request.headers
+        jwt = self._jwt
+        if jwt is not None and (token := headers.get(TOKEN_HEADER)) is not None:
+            return await jwt.verify(token)
+        hmac = self._hmac
+        if hmac is not None and "Authorization" in headers:
+            return await hmac.verify_request(request)
+        raise MissingCredentials(f"this route needs credentials: send {self._expected}")
+
+    def user_of(self, keypair: Keypair) -> UserData:
+        """The ``UserData`` of ``keypair``, built once per keypair (it is a frozen model)."""
+        cached = self._users.get(keypair.access_key)
+        if cached is None or cached[0] is not keypair:
+            if len(self._users) >= 4096:
+                self._users.clear()
+            cached = self._users[keypair.access_key] = (keypair, keypair.user_data())
+        return cached[1]
 
 
 def auth_middleware(
@@ -46,50 +103,15 @@ def auth_middleware(
     anonymous_routes: Collection[str] = (),
 ) -> Middleware:
     """The middleware; at least one verifier is needed."""
-    if hmac is None and jwt is None:
-        raise InvalidArgument("auth_middleware needs an HMAC or a JWT verifier", data={})
-    anonymous_set = frozenset(anonymous_routes)
-    needs_auth: dict[object, bool] = {}  # per route object; routes live as long as the app
-    users: dict[str, tuple[Keypair, UserData]] = {}
-
-    def route_needs_auth(request: web.Request) -> bool:
-        route = request.match_info.route
-        needed = needs_auth.get(route)
-        if needed is None:
-            resource = route.resource
-            if resource is None:  # unmatched: let the 404/405 through
-                return False
-            needed = not (resource.canonical in anonymous_set or is_anonymous(route.handler))
-            needs_auth[route] = needed
-        return needed and not (anonymous_set and request.path in anonymous_set)
-
-    def user_of(keypair: Keypair) -> UserData:
-        # UserData is a frozen pydantic model: build it once per keypair, not per request.
-        cached = users.get(keypair.access_key)
-        if cached is None or cached[0] is not keypair:
-            if len(users) >= 4096:
-                users.clear()
-            cached = users[keypair.access_key] = (keypair, keypair.user_data())
-        return cached[1]
+    auth = Authenticator(hmac=hmac, jwt=jwt, anonymous_routes=anonymous_routes)
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not route_needs_auth(request):
+        if not auth.needs_auth(request):
             return await handler(request)
-        token = request.headers.get(TOKEN_HEADER) if jwt is not None else None
-        if token is not None and jwt is not None:
-            result = await jwt.verify(token)
-        elif hmac is not None and "Authorization" in request.headers:
-            result = await hmac.verify_request(request)
-        else:
-            expected = " or ".join(
-                name
-                for name, used in ((TOKEN_HEADER, jwt is not None), ("Authorization", hmac))
-                if used
-            )
-            raise MissingCredentials(f"this route needs credentials: send {expected}")
+        result = await auth.authenticate(request)
         request[AUTH_RESULT_KEY] = result
-        with bind_user(user_of(result.keypair)):
+        with bind_user(auth.user_of(result.keypair)):
             return await handler(request)
 
     return authenticate

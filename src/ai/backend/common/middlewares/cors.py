@@ -28,7 +28,7 @@ from ..web import (
     problem_response,
 )
 
-__all__ = ("CORSOptions", "cors_middleware")
+__all__ = ("CORSOptions", "CORSPolicy", "cors_middleware")
 
 _DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _DEFAULT_HEADERS = (
@@ -85,57 +85,99 @@ class CORSOptions:
         return all(name.lower() in self._headers for name in names)
 
 
-def cors_middleware(options: CORSOptions) -> Middleware:
-    """The middleware for ``options``."""
-    allow_methods = ", ".join(sorted(options._methods))
-    allow_headers = ", ".join(sorted(options.allow_headers))
-    expose_headers = ", ".join(options.expose_headers)
-    varies = not options.any_origin or options.allow_credentials
+class CORSPolicy:
+    """The per-request CORS work of one :class:`CORSOptions`, shared by :func:`cors_middleware`
+    and the fused stack: preflight answers and the headers of allowed origins (cached)."""
 
-    def allow_origin_value(origin: str) -> str:
+    __slots__ = (
+        "_allowed",
+        "_cache_limit",
+        "_options",
+        "_static",
+        "allow_headers",
+        "allow_methods",
+        "varies",
+    )
+
+    def __init__(self, options: CORSOptions, *, cache_limit: int = 1024) -> None:
+        self._options = options
+        self.allow_methods = ", ".join(sorted(options._methods))
+        self.allow_headers = ", ".join(sorted(options.allow_headers))
+        # Whether answers depend on the Origin (then "Vary: Origin" is added).
+        self.varies = not options.any_origin or options.allow_credentials
+        expose_headers = ", ".join(options.expose_headers)
+        self._static: dict[str, str] = {}
+        if options.allow_credentials:
+            self._static[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
+        if expose_headers:
+            self._static[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = expose_headers
+        self._allowed: dict[str, dict[str, str]] = {}
+        self._cache_limit = cache_limit
+
+    def _allow_origin_value(self, origin: str) -> str:
+        options = self._options
         return "*" if options.any_origin and not options.allow_credentials else origin
 
-    static: dict[str, str] = {}
-    if options.allow_credentials:
-        static[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
-    if expose_headers:
-        static[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = expose_headers
+    def origin_headers(self, origin: str) -> dict[str, str] | None:
+        """The headers a response to ``origin`` carries, or ``None`` when it is not allowed.
+
+        The dict is shared: callers copy it, never change it.
+        """
+        headers = self._allowed.get(origin)
+        if headers is None:
+            if not self._options.origin_allowed(origin):
+                return None
+            headers = {hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: self._allow_origin_value(origin)}
+            headers.update(self._static)
+            if len(self._allowed) < self._cache_limit:
+                self._allowed[origin] = headers
+        return headers
+
+    def preflight(self, request: web.Request, origin: str, requested_method: str) -> web.Response:
+        """The answer to a preflight: 204 with the allow headers, or a 403 problem."""
+        options = self._options
+        raw = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS, "")
+        requested_headers = [h.strip() for h in raw.split(",") if h.strip()]
+        problem: str | None = None
+        if not options.origin_allowed(origin):
+            problem = f"origin {origin[:100]!r} is not allowed"
+        elif not options.method_allowed(requested_method):
+            problem = f"method {requested_method[:20]!r} is not allowed"
+        elif not options.headers_allowed(requested_headers):
+            problem = f"headers {raw[:200]!r} are not allowed"
+        if problem is not None:
+            return problem_response(CORSRejected(f"CORS preflight rejected: {problem}"))
+        preflight = web.Response(status=204)
+        headers = preflight.headers
+        headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = self._allow_origin_value(origin)
+        headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = self.allow_methods
+        if requested_headers:
+            headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = self.allow_headers
+        if options.allow_credentials:
+            headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
+        if options.max_age is not None:
+            headers[hdrs.ACCESS_CONTROL_MAX_AGE] = str(options.max_age)
+        return preflight
+
+
+def cors_middleware(options: CORSOptions) -> Middleware:
+    """The middleware for ``options``."""
+    policy = CORSPolicy(options)
 
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get(hdrs.ORIGIN)
-        owner = add_response_header(request, hdrs.VARY, "Origin") if varies else False
-        requested_method = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
-        if origin is not None and request.method == hdrs.METH_OPTIONS and requested_method:
-            raw = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS, "")
-            requested_headers = [h.strip() for h in raw.split(",") if h.strip()]
-            problem: str | None = None
-            if not options.origin_allowed(origin):
-                problem = f"origin {origin[:100]!r} is not allowed"
-            elif not options.method_allowed(requested_method):
-                problem = f"method {requested_method[:20]!r} is not allowed"
-            elif not options.headers_allowed(requested_headers):
-                problem = f"headers {raw[:200]!r} are not allowed"
-            preflight: web.Response
-            if problem is not None:
-                preflight = problem_response(CORSRejected(f"CORS preflight rejected: {problem}"))
-            else:
-                preflight = web.Response(status=204)
-                headers = preflight.headers
-                headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = allow_origin_value(origin)
-                headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = allow_methods
-                if requested_headers:
-                    headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = allow_headers
-                if options.allow_credentials:
-                    headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
-                if options.max_age is not None:
-                    headers[hdrs.ACCESS_CONTROL_MAX_AGE] = str(options.max_age)
-            if owner:
-                apply_response_headers(request, preflight)
-            return preflight
-        if origin is not None and options.origin_allowed(origin):
-            allowed = {hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: allow_origin_value(origin), **static}
-            owner = add_response_headers(request, allowed) or owner
+        owner = add_response_header(request, hdrs.VARY, "Origin") if policy.varies else False
+        if origin is not None:
+            requested_method = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
+            if request.method == hdrs.METH_OPTIONS and requested_method:
+                preflight = policy.preflight(request, origin, requested_method)
+                if owner:
+                    apply_response_headers(request, preflight)
+                return preflight
+            allowed = policy.origin_headers(origin)
+            if allowed is not None:
+                owner = add_response_headers(request, allowed) or owner
         try:
             response = await handler(request)
         except web.HTTPException as exc:

@@ -22,15 +22,49 @@ from aiohttp.typedefs import Handler, Middleware
 
 from ..contexts import current_request_id
 from ..exception import BackendAIError
-from ..web import canonical_route, problem_response
+from ..web import ProblemResponse, canonical_route, problem_response
 
-__all__ = ("InternalServerError", "error_middleware")
+__all__ = ("InternalServerError", "error_middleware", "render_error")
 
 log = logging.getLogger(__name__)
 
 
 class InternalServerError(BackendAIError):
     """What the client sees of an unexpected exception: an error id, nothing else."""
+
+
+def render_error(request: web.Request, exc: Exception, logger: logging.Logger) -> ProblemResponse:
+    """The problem+json response of an exception a handler raised (not an ``HTTPException``).
+
+    A ``BackendAIError`` renders as itself (logged as a warning when it is a 5xx); anything
+    else is logged once with its traceback and becomes an opaque 500 with an error id.
+    """
+    if isinstance(exc, BackendAIError):
+        if exc.status_code >= 500:
+            logger.warning(
+                "%s %s failed: %r",
+                request.method,
+                canonical_route(request),
+                exc,
+                extra={"request_id": current_request_id(), "error_code": str(exc.error_code())},
+            )
+        return problem_response(exc)
+    error_id = str(uuid.uuid4())
+    request_id = current_request_id()
+    logger.exception(
+        "unexpected error %s in %s %s (request %s)",
+        error_id,
+        request.method,
+        canonical_route(request),
+        request_id,
+        exc_info=exc,
+        extra={"request_id": request_id, "error_id": error_id},
+    )
+    error = InternalServerError(
+        f"Internal server error (error id {error_id}).",
+        data={"error_id": error_id, "request_id": request_id},
+    )
+    return problem_response(error)
 
 
 def error_middleware(*, logger: logging.Logger | None = None) -> Middleware:
@@ -41,35 +75,9 @@ def error_middleware(*, logger: logging.Logger | None = None) -> Middleware:
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except web.HTTPException:
+        except (web.HTTPException, asyncio.CancelledError):
             raise
-        except asyncio.CancelledError:
-            raise
-        except BackendAIError as exc:
-            if exc.status_code >= 500:
-                logger.warning(
-                    "%s %s failed: %r",
-                    request.method,
-                    canonical_route(request),
-                    exc,
-                    extra={"request_id": current_request_id(), "error_code": str(exc.error_code())},
-                )
-            return problem_response(exc)
-        except Exception:
-            error_id = str(uuid.uuid4())
-            request_id = current_request_id()
-            logger.exception(
-                "unexpected error %s in %s %s (request %s)",
-                error_id,
-                request.method,
-                canonical_route(request),
-                request_id,
-                extra={"request_id": request_id, "error_id": error_id},
-            )
-            error = InternalServerError(
-                f"Internal server error (error id {error_id}).",
-                data={"error_id": error_id, "request_id": request_id},
-            )
-            return problem_response(error)
+        except Exception as exc:
+            return render_error(request, exc, logger)
 
     return errors

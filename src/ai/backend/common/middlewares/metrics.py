@@ -21,10 +21,39 @@ from ..exception import BackendAIError, ErrorCode
 from ..metrics import APIMetricObserver
 from ..web import canonical_route
 
-__all__ = ("KNOWN_METHODS", "metrics_middleware")
+__all__ = ("KNOWN_METHODS", "exception_outcome", "metrics_middleware", "record_request")
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _INTERNAL = ErrorCode("backendai", "generic", "internal-error")
+
+
+def exception_outcome(exc: BaseException) -> tuple[int, ErrorCode | None]:
+    """``(status, error code)`` recorded for an exception that escapes the handler."""
+    if isinstance(exc, web.HTTPException):
+        return exc.status, None
+    if isinstance(exc, BackendAIError):  # no error middleware below this one
+        return exc.status_code, exc.error_code()
+    if isinstance(exc, asyncio.CancelledError):
+        return 499, None  # the client left; nginx's "client closed request"
+    return 500, _INTERNAL
+
+
+def record_request(
+    observer: APIMetricObserver,
+    request: web.Request,
+    status: int,
+    error_code: ErrorCode | None,
+    duration: float,
+) -> None:
+    """Record one request: method (``OTHER`` when unknown), canonical route, outcome, seconds."""
+    method = request.method
+    observer.observe_request(
+        method=method if method in KNOWN_METHODS else "OTHER",
+        endpoint=canonical_route(request),
+        status_code=status,
+        duration=duration,
+        error_code=error_code,
+    )
 
 
 def metrics_middleware(
@@ -35,31 +64,15 @@ def metrics_middleware(
     @web.middleware
     async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = clock()
-        status = 500
-        error_code: ErrorCode | None = _INTERNAL
         try:
             response = await handler(request)
-            status = response.status
-            error_code = getattr(response, "error_code", None)  # set by ProblemResponse
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            error_code = None
+        except BaseException as exc:
+            status, error_code = exception_outcome(exc)
+            record_request(observer, request, status, error_code, clock() - start)
             raise
-        except BackendAIError as exc:  # no error middleware below this one
-            status, error_code = exc.status_code, exc.error_code()
-            raise
-        except asyncio.CancelledError:
-            status, error_code = 499, None  # the client left; nginx's "client closed request"
-            raise
-        finally:
-            method = request.method if request.method in KNOWN_METHODS else "OTHER"
-            observer.observe_request(
-                method=method,
-                endpoint=canonical_route(request),
-                status_code=status,
-                duration=clock() - start,
-                error_code=error_code,
-            )
+        # ProblemResponse carries its error code; other responses carry none.
+        code: ErrorCode | None = getattr(response, "error_code", None)
+        record_request(observer, request, response.status, code, clock() - start)
+        return response
 
     return metrics

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler, Middleware
 from ..contexts import bind_client_ip, bind_request_id, new_request_id
 from ..web import REQUEST_ID_KEY, add_response_header, apply_response_headers
 
-__all__ = ("REQUEST_ID_HEADER", "request_id_middleware")
+__all__ = ("REQUEST_ID_HEADER", "request_id_middleware", "resolve_request_id")
 
 REQUEST_ID_HEADER = "X-BackendAI-RequestID"
 _MAX_LEN = 256
@@ -21,6 +21,12 @@ _MAX_LEN = 256
 
 def _valid(value: str) -> bool:
     return 0 < len(value) <= _MAX_LEN and value.isascii() and value.isprintable()
+
+
+def resolve_request_id(request: web.Request, header: str, trust_incoming: bool) -> str:
+    """The client's id from ``header`` when trusted and well-formed, else a fresh one."""
+    incoming = request.headers.get(header) if trust_incoming else None
+    return incoming if incoming is not None and _valid(incoming) else new_request_id()
 
 
 def request_id_middleware(
@@ -33,8 +39,7 @@ def request_id_middleware(
 
     @web.middleware
     async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-        incoming = request.headers.get(header) if trust_incoming else None
-        rid = incoming if incoming is not None and _valid(incoming) else new_request_id()
+        rid = resolve_request_id(request, header, trust_incoming)
         request[REQUEST_ID_KEY] = rid
         owner = add_response_header(request, header, rid)
         with bind_request_id(rid), bind_client_ip(request.remote if client_ip else None):

@@ -3,7 +3,7 @@ and the response headers middlewares add (also to streamed responses)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aiohttp import hdrs, web
@@ -82,6 +82,15 @@ class _Headers(dict[str, str]):
         self.applied_to: object = None
 
 
+def _add(headers: _Headers, name: str, value: str) -> None:
+    if name == hdrs.VARY and name in headers:
+        values = [v.strip() for v in headers[name].split(",")]
+        if value not in values:
+            headers[name] = ", ".join([*values, value])
+    else:
+        headers[name] = value
+
+
 def add_response_header(request: web.Request, name: str, value: str) -> bool:
     """Ask for ``name: value`` on this request's response (``Vary`` values accumulate).
 
@@ -93,23 +102,19 @@ def add_response_header(request: web.Request, name: str, value: str) -> bool:
     owner = headers is None
     if headers is None:
         headers = request[RESPONSE_HEADERS_KEY] = _Headers()
-    if name == hdrs.VARY and name in headers:
-        values = [v.strip() for v in headers[name].split(",")]
-        if value not in values:
-            headers[name] = ", ".join([*values, value])
-    else:
-        headers[name] = value
+    _add(headers, name, value)
     headers.applied_to = None
     return owner
 
 
-def add_response_headers(request: web.Request, headers: dict[str, str]) -> bool:
-    """:func:`add_response_header` for several headers (none of them ``Vary``)."""
+def add_response_headers(request: web.Request, headers: Mapping[str, str]) -> bool:
+    """:func:`add_response_header` for several headers at once (same return value)."""
     pending: _Headers | None = request.get(RESPONSE_HEADERS_KEY)
     if pending is None:
         request[RESPONSE_HEADERS_KEY] = _Headers(headers)
         return True
-    pending.update(headers)
+    for name, value in headers.items():
+        _add(pending, name, value)
     pending.applied_to = None
     return False
 
@@ -118,14 +123,15 @@ def _merge(pending: _Headers, response: web.StreamResponse | web.HTTPException) 
     if pending.applied_to is response:
         return
     target = response.headers
-    for name, value in pending.items():
-        if name == hdrs.VARY and hdrs.VARY in target:
-            have = [v.strip() for v in target[hdrs.VARY].split(",")]
-            extra = [v.strip() for v in value.split(",") if v.strip() not in have]
-            if extra:
-                target[hdrs.VARY] = ", ".join([*have, *extra])
-        else:
-            target[name] = value
+    vary = pending.get(hdrs.VARY)
+    if vary is not None and hdrs.VARY in target:
+        have = [v.strip() for v in target[hdrs.VARY].split(",")]
+        extra = [v.strip() for v in vary.split(",") if v.strip() not in have]
+        target.update({name: value for name, value in pending.items() if name != hdrs.VARY})
+        if extra:
+            target[hdrs.VARY] = ", ".join([*have, *extra])
+    else:
+        target.update(pending)  # one call; replaces the values of names already there
     pending.applied_to = response
 
 

@@ -26,21 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from _bench import Report, alternate, parse_args
+from _bench import Report, alternate, flush_redis, own_redis, parse_args
 from ai.backend.common.bgtask import (
     BackgroundTaskConfig,
     BackgroundTaskManager,
@@ -73,68 +67,6 @@ class Sizes:
     """How much work one round does."""
 
     tasks: int
-
-
-# -- redis-server -----------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A redis url: BACKEND_REDIS_ADDR, or a private server started (and stopped) here."""
-    addr = os.environ.get("BACKEND_REDIS_ADDR")
-    if addr:
-        yield f"redis://{addr}"
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found (or set BACKEND_REDIS_ADDR=host:port)")
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-bgtask-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            *("--port", str(port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no", "--dir", workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-async def _flush(url: str) -> None:
-    client = aioredis.Redis.from_url(url, socket_timeout=None)
-    try:
-        await client.flushall()
-    finally:
-        await client.aclose()
 
 
 async def _wait_for(done: asyncio.Event, what: str, deadline: float = 300.0) -> None:
@@ -288,11 +220,11 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     sizes = Sizes(tasks=200 if args.quick else 1000)
     report = Report("bgtask", args.json)
-    with redis_server() as url:
+    with own_redis("bench-bgtask-redis-") as url:
 
         def run(impl: str) -> float:
             async def one() -> float:
-                await _flush(url)
+                await flush_redis(url)
                 return await (run_ours if impl == "ours" else run_raw)(url, sizes)
 
             return asyncio.run(one())

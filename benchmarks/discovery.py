@@ -24,17 +24,10 @@ set, and stops it at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import random
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +35,7 @@ import aetcd
 import orjson
 from aiohttp.test_utils import make_mocked_request
 
-from _bench import Report, alternate, parse_args
+from _bench import Report, alternate, own_etcd, parse_args
 from ai.backend.common.clients.etcd import EtcdClient, flatten_dict
 from ai.backend.common.service_discovery import (
     DEFAULT_ETCD_PREFIX,
@@ -71,64 +64,6 @@ class RoundResult:
     register_per_s: float
     lookup_ns: float
     sd_ms: float
-
-
-# -- etcd ---------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def etcd_server() -> Iterator[str]:
-    """``host:port`` of BACKEND_ETCD_ADDR, or of a private etcd started (and stopped) here."""
-    addr = os.environ.get("BACKEND_ETCD_ADDR")
-    if addr:
-        yield addr
-        return
-    binary = shutil.which("etcd")
-    if binary is None:
-        raise SystemExit("etcd not found (or set BACKEND_ETCD_ADDR=host:port)")
-    client, peer = _free_port(), _free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-etcd-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--name=bench",
-            f"--data-dir={workdir}/data",
-            f"--listen-client-urls=http://127.0.0.1:{client}",
-            f"--advertise-client-urls=http://127.0.0.1:{client}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-cluster=bench=http://127.0.0.1:{peer}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{client}/health", timeout=1) as r:
-                    if b"true" in r.read():
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"etcd did not start on port {client}")
-            time.sleep(0.05)
-        yield f"127.0.0.1:{client}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # -- workload -----------------------------------------------------------------------------
@@ -255,7 +190,7 @@ def main() -> None:
         else Sizes(services=1_000, lookups=100_000, raw_lookups=2_000, sd_repeats=20)
     )
     report = Report(BENCH, args.json)
-    with etcd_server() as addr:
+    with own_etcd() as addr:
 
         def one_round(impl: str) -> RoundResult:
             return asyncio.run(RUNNERS[impl](addr, sizes))

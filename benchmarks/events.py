@@ -20,23 +20,17 @@ The script starts its own ``redis-server`` on a free port (``--save "" --appendo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
-from _bench import Report, alternate, parse_args
+from _bench import Report, alternate, flush_redis, own_redis, parse_args
 from ai.backend.common.events import AbstractAnycastEvent, EventDomain, EventRegistry
 from ai.backend.common.events.dispatcher import EventDispatcher
 from ai.backend.common.events.producer import EventProducer
@@ -78,68 +72,6 @@ class RoundResult:
     throughput: float
     p50: float
     p99: float
-
-
-# -- redis-server -----------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A redis url: BACKEND_REDIS_ADDR, or a private server started (and stopped) here."""
-    addr = os.environ.get("BACKEND_REDIS_ADDR")
-    if addr:
-        yield f"redis://{addr}"
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found (or set BACKEND_REDIS_ADDR=host:port)")
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            *("--port", str(port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no", "--dir", workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-async def _flush(url: str) -> None:
-    client = aioredis.Redis.from_url(url, socket_timeout=None)
-    try:
-        await client.flushall()
-    finally:
-        await client.aclose()
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -349,11 +281,11 @@ def main() -> None:
         else Sizes(events=20_000, pings=2_000, warmup=200)
     )
     report = Report("events", args.json)
-    with redis_server() as url:
+    with own_redis() as url:
 
         def one_round(impl: str) -> RoundResult:
             async def run() -> RoundResult:
-                await _flush(url)
+                await flush_redis(url)
                 return await RUNNERS[impl](url, sizes)
 
             return asyncio.run(run())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import msgpack  # type: ignore[import-untyped]
 import zmq
 import zmq.asyncio
 
-from _bench import Report, alternate, parse_args
+from _bench import Report, alternate, free_port, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -89,14 +88,8 @@ async def _serve_zmq(address: str) -> None:
         await sock.send_multipart(await sock.recv_multipart())
 
 
-def _free_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
 def _start(kind: str) -> tuple[subprocess.Popen[bytes], str]:
-    address = _free_address()
+    address = f"tcp://127.0.0.1:{free_port()}"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", kind, address], stdout=subprocess.PIPE, env=env

@@ -18,6 +18,7 @@ from ai.backend.common.clients.valkey import (
     ValkeyConnectionError,
     ValkeyError,
     ValkeyNoGroup,
+    ValkeyPoolExhausted,
     ValkeyResponseError,
     ValkeyTarget,
     ValkeyTimeout,
@@ -280,3 +281,70 @@ def test_every_native_error_has_a_mapping() -> None:
         mapped = map_redis_error(native, where)
         assert type(mapped) is expected or isinstance(mapped, expected), (native, mapped)
         assert where in str(mapped)
+
+
+def _pool_target(kind: str, request: pytest.FixtureRequest, **options: Any) -> ValkeyTarget:
+    if kind == "sentinel":
+        sentinel_set: RedisSentinelSet = request.getfixturevalue("redis_sentinel")
+        sentinel_set.wait_quorum()
+        return ValkeyTarget.sentinel(
+            sentinel_set.sentinels, sentinel_set.service_name, connect_timeout=1, **options
+        )
+    return ValkeyTarget.from_url(request.getfixturevalue("redis_url"), **options)
+
+
+@pytest.mark.parametrize("kind", ["single", pytest.param("sentinel", marks=pytest.mark.sentinel)])
+async def test_pool_waits_for_a_free_connection(kind: str, request: pytest.FixtureRequest) -> None:
+    """200 concurrent calls on 4 connections: the 5th and later wait instead of failing."""
+    target = _pool_target(kind, request, max_connections=4)
+    async with ValkeyClient(target) as client:
+
+        async def one(i: int) -> Any:
+            if i % 3 == 0:
+                return await client.execute("INCR", "n")
+            if i % 3 == 1:
+                return (await client.pipeline([["INCR", "n"], ["GET", "n"]]))[0]
+            return (await client.execute_many([["INCR", "n"]]))[0]
+
+        results = await asyncio.gather(*(one(i) for i in range(200)))
+        assert sorted(results) == list(range(1, 201))
+        stats = client.statistics()
+        assert stats.max_connections == 4
+        assert stats.connections_created <= 4
+        assert stats.pool_waits > 0
+        assert (stats.failures, stats.waiting, stats.connections_in_use) == (0, 0, 0)
+
+
+async def test_pool_wait_timeout_names_the_pool(redis_url: str) -> None:
+    target = ValkeyTarget.from_url(redis_url, max_connections=1, request_timeout=None)
+    async with (
+        ValkeyClient(target) as client,
+        ValkeyClient(ValkeyTarget.from_url(redis_url)) as other,
+    ):
+        started = asyncio.Event()
+
+        async def hold() -> Any:
+            started.set()
+            return await client.execute("BLPOP", "wake", 0)
+
+        holder = asyncio.create_task(hold())
+        await started.wait()
+        async with asyncio.timeout(10):
+            while client.statistics().connections_in_use < 1:  # noqa: ASYNC110 (a poll with a deadline)
+                await asyncio.sleep(0.01)
+        with pytest.raises(ValkeyPoolExhausted) as caught:
+            await client.execute("PING", time_limit=0.05)
+        assert isinstance(caught.value, ValkeyTimeout)
+        assert isinstance(caught.value, TimeoutError)
+        assert "max_connections=1" in str(caught.value)
+        assert "ping" in str(caught.value)
+        assert client.statistics().waiting == 0
+        await other.execute("LPUSH", "wake", "x")
+        async with asyncio.timeout(10):
+            assert list(await holder) == [b"wake", b"x"]
+        assert await client.ping()  # the slot came back
+
+
+def test_max_connections_must_be_positive() -> None:
+    with pytest.raises(ValkeyConfigError, match="max_connections"):
+        ValkeyTarget.single(max_connections=0)

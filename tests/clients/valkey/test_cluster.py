@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -82,3 +83,10 @@ async def test_cluster_target(redis_server_factory: RedisServerFactory) -> None:
         queue = RedisMessageQueue(target, QueueConfig())
         with pytest.raises(QueueConfigError, match="cluster"):
             await queue.open()
+    # 120 concurrent calls on a bound of 2: they wait for a slot instead of failing
+    async with ValkeyClient(dataclasses.replace(target, max_connections=2)) as bounded:
+        await asyncio.gather(*(bounded.execute("INCR", f"n-{i % 30}") for i in range(120)))
+        stats = bounded.statistics()
+        assert (stats.failures, stats.waiting) == (0, 0)
+        assert stats.pool_waits > 0
+        assert sum([int(await bounded.execute("GET", f"n-{i}")) for i in range(30)]) == 120

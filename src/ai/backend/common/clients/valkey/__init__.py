@@ -16,6 +16,10 @@ Guarantees:
 - Sentinel: follows a failover and only uses a server whose ``ROLE`` is master
   [tests/clients/valkey/test_client.py::test_sentinel_follows_failover]
   [tests/clients/valkey/test_client.py::test_role_check_refuses_a_replica];
+- at most ``max_connections`` calls use a connection at once; the others wait for a free one
+  within their time limit, then raise ``ValkeyPoolExhausted`` naming the pool size
+  [tests/clients/valkey/test_client.py::test_pool_waits_for_a_free_connection]
+  [tests/clients/valkey/test_client.py::test_pool_wait_timeout_names_the_pool];
 - every call goes through the hook, which sees mapped errors
   [tests/clients/valkey/test_client.py::test_hook_sees_every_call];
 - stream trimming never removes an entry pending or undelivered in any group
@@ -47,6 +51,7 @@ from .exceptions import (
     ValkeyConnectionError,
     ValkeyError,
     ValkeyNoGroup,
+    ValkeyPoolExhausted,
     ValkeyReadOnly,
     ValkeyResponseError,
     ValkeyTimeout,
@@ -81,6 +86,7 @@ __all__ = (
     "ValkeyError",
     "ValkeyMode",
     "ValkeyNoGroup",
+    "ValkeyPoolExhausted",
     "ValkeyReadOnly",
     "ValkeyResponseError",
     "ValkeyStreamClient",

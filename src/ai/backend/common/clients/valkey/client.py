@@ -10,6 +10,11 @@ Guarantees:
   the original [tests/clients/valkey/test_client.py::test_errors_are_mapped];
 - a request that outlives ``request_timeout`` raises ``ValkeyTimeout`` and leaves the pool
   usable [tests/clients/valkey/test_client.py::test_request_timeout];
+- at most ``max_connections`` calls use a connection at once (single, Sentinel and Cluster
+  alike); a call beyond waits for a free one instead of failing, and when its time limit
+  runs out while waiting it raises ``ValkeyPoolExhausted`` naming the pool size
+  [tests/clients/valkey/test_client.py::test_pool_waits_for_a_free_connection]
+  [tests/clients/valkey/test_client.py::test_pool_wait_timeout_names_the_pool];
 - after the server restarts, the next calls reconnect by themselves
   [tests/clients/valkey/test_client.py::test_reconnects_after_server_restart];
 - Sentinel: after a failover the client follows the new master, and a connection is only used
@@ -47,6 +52,7 @@ from .exceptions import (
     ValkeyConnectionError,
     ValkeyError,
     ValkeyNoGroup,
+    ValkeyPoolExhausted,
     ValkeyReadOnly,
     ValkeyResponseError,
     ValkeyTimeout,
@@ -76,6 +82,11 @@ DEFAULT: Final = _Default()
 """Marker: use the target's ``request_timeout``."""
 
 TimeLimit = float | None | _Default
+
+_UNBOUNDED_POOL: Final = 2**31 - 1
+"""redis-py's own pool bound: never reached, since the client's gate bounds the calls
+(redis-py's default of 100 fails the 101st concurrent call at once with "Too many
+connections" instead of waiting)."""
 
 
 def pack_command(args: Sequence[bytes | str | int | float]) -> bytes:
@@ -165,6 +176,13 @@ class ValkeyClient:
         self._failures = 0
         self._timeouts = 0
         self._connections_created = 0
+        self._gate = (
+            asyncio.Semaphore(target.max_connections)
+            if target.max_connections is not None
+            else None
+        )
+        self._waiting = 0
+        self._pool_waits = 0
 
     @property
     def target(self) -> ValkeyTarget:
@@ -235,9 +253,8 @@ class ValkeyClient:
             "decode_responses": False,
             "client_name": target.client_name,
             "health_check_interval": 0,
+            "max_connections": _UNBOUNDED_POOL,  # bounded by self._gate, see _call()
         }
-        if target.max_connections is not None:
-            options["max_connections"] = target.max_connections
         if target.tls is not None:
             tls = target.tls
             options.update(
@@ -357,19 +374,48 @@ class ValkeyClient:
         """Run ``factory(redis)`` through the hook, under the request timeout, errors mapped.
 
         ``time_limit`` overrides the target's ``request_timeout`` (blocking reads pass their
-        block time plus it). Cancelling drops the connection the call was using.
+        block time plus it); it also bounds the wait for a free connection when
+        ``max_connections`` are busy (``ValkeyPoolExhausted``). ``factory`` must use at most
+        one connection per server for the duration of the call. Cancelling drops the
+        connection the call was using and frees its slot.
         """
+        return await self._call(operation, factory, time_limit, gated=True)
+
+    async def _call(
+        self,
+        operation: str,
+        factory: Callable[[Any], Awaitable[T]],
+        time_limit: TimeLimit,
+        *,
+        gated: bool,
+    ) -> T:
+        """``call()``; ``gated=False`` for calls on a connection that is not the pool's for
+        the call's duration (a subscription's own), which take no slot."""
         redis = self._require_open()
         limit = self._target.request_timeout if isinstance(time_limit, _Default) else time_limit
+        gate = self._gate if gated else None
 
         async def guarded() -> T:
             self._calls += 1
+            holding = False
             try:
                 async with asyncio.timeout(limit):
+                    if gate is not None:
+                        if gate.locked():
+                            await self._wait_for_slot(gate)
+                        else:
+                            await gate.acquire()  # free: returns without suspending
+                        holding = True
                     return await factory(redis)
             except TimeoutError as exc:
                 self._failures += 1
                 self._timeouts += 1
+                if gate is not None and not holding:
+                    raise ValkeyPoolExhausted(
+                        f"{self._target.describe()}: {operation} waited {limit} s for a free "
+                        f"connection; all max_connections={self._target.max_connections} "
+                        "were in use"
+                    ) from exc
                 raise ValkeyTimeout(
                     f"{self._target.describe()}: {operation} took longer than {limit} s"
                 ) from exc
@@ -379,8 +425,20 @@ class ValkeyClient:
                 if isinstance(error, ValkeyTimeout):
                     self._timeouts += 1
                 raise error from exc
+            finally:
+                if holding:
+                    assert gate is not None
+                    gate.release()
 
         return await self._hook(operation, guarded)
+
+    async def _wait_for_slot(self, gate: asyncio.Semaphore) -> None:
+        self._pool_waits += 1
+        self._waiting += 1
+        try:
+            await gate.acquire()
+        finally:
+            self._waiting -= 1
 
     async def execute(self, *args: Any, time_limit: TimeLimit = DEFAULT) -> Any:
         """Run one command (``await client.execute("SET", "k", "v")``)."""
@@ -498,6 +556,9 @@ class ValkeyClient:
             connections_created=self._connections_created,
             connections_in_use=in_use,
             master_changes=self._master_changes,
+            max_connections=self._target.max_connections,
+            waiting=self._waiting,
+            pool_waits=self._pool_waits,
         )
 
 
@@ -534,11 +595,13 @@ class ValkeySubscription:
         redis = self._client._require_open()
         pubsub = self._pubsub = redis.pubsub()
         try:
-            await self._client.call("subscribe", lambda _: pubsub.subscribe(*self._channels))
+            await self._client._call(
+                "subscribe", lambda _: pubsub.subscribe(*self._channels), DEFAULT, gated=False
+            )
             pending = set(self._channels)
             while pending:
-                message = await self._client.call(
-                    "subscribe", lambda _: pubsub.get_message(timeout=1.0)
+                message = await self._client._call(
+                    "subscribe", lambda _: pubsub.get_message(timeout=1.0), DEFAULT, gated=False
                 )
                 if message is not None and message["type"] == "subscribe":
                     channel = message["channel"]
@@ -558,10 +621,11 @@ class ValkeySubscription:
             raise ValkeyClosed("subscription is not open")
         request_timeout = self._client.target.request_timeout
         limit = None if max_wait is None or request_timeout is None else max_wait + request_timeout
-        message = await self._client.call(
+        message = await self._client._call(
             "pubsub.get",
             lambda _: pubsub.get_message(ignore_subscribe_messages=True, timeout=max_wait),
-            time_limit=limit,
+            limit,
+            gated=False,  # the subscription's own connection, not a pool slot
         )
         if message is None or message["type"] != "message":
             return None

@@ -4,6 +4,7 @@
     ├── ValkeyConnectionError (ServiceUnavailable)     503  redis_connect_unavailable
     │   └── ValkeyReadOnly                             503  redis_execute_unavailable
     ├── ValkeyTimeout (OperationTimeout)               504  redis_execute_timeout
+    │   └── ValkeyPoolExhausted                        504  redis_execute_timeout
     ├── ValkeyAuthenticationError (PermissionError)    401  redis_connect_unauthorized
     ├── ValkeyConfigError (InvalidArgument)            400  redis_setup_invalid-parameters
     ├── ValkeyResponseError                            500  redis_execute_bad-request
@@ -33,6 +34,7 @@ __all__ = (
     "ValkeyConnectionError",
     "ValkeyError",
     "ValkeyNoGroup",
+    "ValkeyPoolExhausted",
     "ValkeyReadOnly",
     "ValkeyResponseError",
     "ValkeyTimeout",
@@ -61,6 +63,11 @@ class ValkeyTimeout(ValkeyError, OperationTimeout):
     """A request did not complete within the target's ``request_timeout``."""
 
     error_operation = ErrorOperation.EXECUTE
+
+
+class ValkeyPoolExhausted(ValkeyTimeout):
+    """A call's time limit ran out while it waited for a free connection: every one of the
+    client's ``max_connections`` was busy (the message names the pool size)."""
 
 
 class ValkeyAuthenticationError(ValkeyError, PermissionError):

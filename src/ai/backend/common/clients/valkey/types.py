@@ -101,8 +101,10 @@ class ValkeyTarget:
     retries: int = 1
     """Immediate retries of a command whose connection broke (a stale pooled connection
     after a server restart); further retrying is the resilience hook's job."""
-    max_connections: int | None = None
-    """Bound of the connection pool (``None``: unbounded)."""
+    max_connections: int | None = 100
+    """Most connections the client's calls use at once. A call beyond that waits for a free
+    one within its own time limit (``request_timeout``), then raises ``ValkeyPoolExhausted``;
+    each open subscription holds one more. ``None``: no bound."""
     client_name: str | None = None
     """``CLIENT SETNAME`` of each connection."""
     sentinel_check_interval: float = 1.0
@@ -132,6 +134,8 @@ class ValkeyTarget:
             raise ValkeyConfigError(f"`db` must be >= 0, got {self.db}")
         if self.request_timeout is not None and self.request_timeout <= 0:
             raise ValkeyConfigError(f"`request_timeout` must be > 0, got {self.request_timeout}")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValkeyConfigError(f"`max_connections` must be >= 1, got {self.max_connections}")
         if self.retries < 0:
             raise ValkeyConfigError(f"`retries` must be >= 0, got {self.retries}")
 
@@ -239,3 +243,9 @@ class ValkeyClientStatistics:
     """Connections currently checked out of the pool."""
     master_changes: int = 0
     """Sentinel mode: failovers seen (the master's address changed)."""
+    max_connections: int | None = None
+    """The target's bound on connections in use by calls (``None``: unbounded)."""
+    waiting: int = 0
+    """Calls waiting for a free connection right now."""
+    pool_waits: int = 0
+    """Calls that had to wait for a free connection since the client opened."""

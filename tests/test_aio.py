@@ -1,4 +1,4 @@
-"""Tests of ai.backend.common.aio: TaskOwner, the task group a resource owns."""
+"""Tests of ai.backend.common.aio: TaskOwner (the task group a resource owns), map_errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import inspect
 
 import pytest
 
-from ai.backend.common.aio import TaskOwner, TaskOwnerStopped
-from ai.backend.common.exception import BackendAIError
+from ai.backend.common.aio import ErrorTable, TaskOwner, TaskOwnerStopped, map_errors
+from ai.backend.common.exception import BackendAIError, ServiceUnavailable
 
 
 async def test_stop_cancels_every_task() -> None:
@@ -107,3 +107,44 @@ async def test_spawn_after_a_failure_raises() -> None:
         owner.spawn(work(), "after-failure")
     with pytest.raises(ExceptionGroup):
         await owner.stop()
+
+
+class _Unavailable(ServiceUnavailable):
+    """A package's 'backend unavailable' leaf, for the mapping tests."""
+
+
+class _Failed(BackendAIError):
+    """A package's base error, for the mapping tests."""
+
+
+class _NativeError(Exception):
+    pass
+
+
+class _NativeConnectionError(_NativeError):
+    pass
+
+
+_TABLE: ErrorTable = {
+    (_NativeConnectionError, ConnectionResetError): _Unavailable,
+    _NativeError: _Failed,
+}
+
+
+def test_map_errors_first_match_in_order() -> None:
+    for native, ours in [
+        (_NativeConnectionError("refused"), _Unavailable),
+        (ConnectionResetError("reset"), _Unavailable),
+        (_NativeError("bad reply"), _Failed),
+    ]:
+        with pytest.raises(ours) as info, map_errors("get('k')", _TABLE):
+            raise native
+        assert type(info.value) is ours
+        assert str(info.value) == f"get('k'): {native}"
+        assert info.value.__cause__ is native
+    with pytest.raises(KeyError), map_errors("get('k')", _TABLE):
+        raise KeyError("unmapped")
+    with pytest.raises(asyncio.CancelledError), map_errors("get('k')", {BaseException: _Failed}):
+        raise asyncio.CancelledError
+    with map_errors("get('k')", _TABLE):
+        pass  # no error, nothing raised

@@ -1,9 +1,11 @@
-"""Small asyncio building blocks shared by the resources of this package.
+"""Small building blocks shared by the I/O resources of this package.
 
 :class:`TaskOwner` is the "background loops in a TaskGroup owned by the resource" of the style
 guide, written once: a resource starts it when it opens, spawns its loops into it, and stops it
 when it closes. It can be started and stopped from any task (the group runs in a task of its
 own), so a resource's ``open()`` and ``aclose()`` need not be one ``async with`` block.
+:func:`map_errors` is the "backends map native errors at the call and chain ``from exc``" of
+the style guide: one table per backend, from its errors to the package's.
 
 Guarantees:
 - ``stop()`` cancels every task still running and returns only once all of them ended
@@ -13,7 +15,10 @@ Guarantees:
   [tests/test_aio.py::test_a_failure_is_raised_from_stop];
 - spawning before ``start()`` or after ``stop()`` raises :class:`TaskOwnerStopped` and closes
   the coroutine, so nothing runs unowned
-  [tests/test_aio.py::test_spawn_after_stop_raises].
+  [tests/test_aio.py::test_spawn_after_stop_raises];
+- ``map_errors`` raises the first matching error of its table, in table order, chained to the
+  native one; other exceptions (``CancelledError`` included) pass unchanged
+  [tests/test_aio.py::test_map_errors_first_match_in_order].
 
 Limits: an owner starts once (it cannot be restarted after ``stop()``); a task that ends early
 is not restarted; a failure cancels the other tasks at once but is raised only when the owner
@@ -23,12 +28,34 @@ calls ``stop()``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any
+import contextlib
+from collections.abc import Coroutine, Iterator, Mapping
+from typing import Any, TypeAlias
 
 from .exception import PROBLEM_BASE_URI, BackendAIError, ErrorDetail, ErrorOperation
 
-__all__ = ("TaskOwner", "TaskOwnerStopped")
+__all__ = ("ErrorTable", "TaskOwner", "TaskOwnerStopped", "map_errors")
+
+ErrorTable: TypeAlias = Mapping[
+    type[BaseException] | tuple[type[BaseException], ...], type[BackendAIError]
+]
+"""Native error class(es) -> the BackendAIError raised instead, most specific first."""
+
+
+@contextlib.contextmanager
+def map_errors(what: str, table: ErrorTable) -> Iterator[None]:
+    """Raise ``ours(f"{what}: {exc}") from exc`` for the first entry of ``table`` matching ``exc``.
+
+    ``what`` names the call (``f"acquire({key!r})"``). Exceptions no entry matches pass
+    unchanged; only ``Exception`` subclasses are mapped, never ``CancelledError``.
+    """
+    try:
+        yield
+    except Exception as exc:
+        for native, ours in table.items():
+            if isinstance(exc, native):
+                raise ours(f"{what}: {exc}") from exc
+        raise
 
 
 class TaskOwnerStopped(BackendAIError, RuntimeError):

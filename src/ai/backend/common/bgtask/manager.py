@@ -424,15 +424,7 @@ class BackgroundTaskManager:
                 await self._apply_shutdown_policy()
             finally:
                 self._stop_loops.set()
-        if runner is None:
-            return
-        try:
-            await asyncio.shield(runner)
-        except asyncio.CancelledError:
-            runner.cancel()
-            raise
-        finally:
-            self._state = "closed"
+        await self._join_runner(runner)
 
     async def abort(self) -> None:
         """Stop at once as if the process had died (crash tests, fatal exits): handlers and
@@ -443,7 +435,11 @@ class BackgroundTaskManager:
             return
         self._state = "closing"
         self._stop_loops.set()
-        runner = self._runner
+        await self._join_runner(self._runner)
+
+    async def _join_runner(self, runner: asyncio.Task[None] | None) -> None:
+        """Wait for the loops to end, then mark the manager closed; if cancelled meanwhile,
+        cancel them too (they belong to this manager) and re-raise."""
         if runner is None:
             return
         try:

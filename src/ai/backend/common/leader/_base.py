@@ -103,6 +103,13 @@ class LeaseElection(AbstractLeaderElection):
 
     async def aclose(self) -> None:
         """Stop campaigning and release the lease if held; idempotent."""
+        await self._shut_down(release=True)
+
+    async def abort(self) -> None:
+        """Stop without releasing (the lease expires), as a crashed process would."""
+        await self._shut_down(release=False)
+
+    async def _shut_down(self, *, release: bool) -> None:
         if self._state != "open":
             self._state = "closed"
             return
@@ -111,26 +118,13 @@ class LeaseElection(AbstractLeaderElection):
             await self._tasks.stop()
         finally:
             was_leader = self._leader
-            self._set_follower("stopped", count=False)
+            self._set_follower("stopped" if release else "aborted", count=False)
             self._leader_event.set()  # wake waiters: they see the election closed
             try:
-                if was_leader:
+                if release and was_leader:
                     await self._release()
             finally:
                 await self._backend_close()
-
-    async def abort(self) -> None:
-        """Stop without releasing (the lease expires), as a crashed process would."""
-        if self._state != "open":
-            self._state = "closed"
-            return
-        self._state = "closed"
-        try:
-            await self._tasks.stop()
-        finally:
-            self._set_follower("aborted", count=False)
-            self._leader_event.set()  # wake waiters: they see the election closed
-            await self._backend_close()
 
     async def wait_for_leadership(self) -> None:
         """Return once leader; ``LeaderElectionClosed`` if the election closes first."""

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterator
 
+from ..aio import ErrorTable, map_errors
 from ..clients.etcd import (
     AsyncEtcd,
     Clock,
@@ -35,14 +35,10 @@ __all__ = ("EtcdLeaderElection",)
 _GLOBAL = ConfigScopes.GLOBAL
 
 
-@contextlib.contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (EtcdUnavailable, EtcdTimeout, EtcdLeaseNotFound) as exc:
-        raise LeaderElectionUnavailable(f"{what}: {exc}") from exc
-    except EtcdError as exc:
-        raise LeaderError(f"{what}: {exc}") from exc
+_ERRORS: ErrorTable = {
+    (EtcdUnavailable, EtcdTimeout, EtcdLeaseNotFound): LeaderElectionUnavailable,
+    EtcdError: LeaderError,
+}
 
 
 class EtcdLeaderElection(LeaseElection):
@@ -82,11 +78,11 @@ class EtcdLeaderElection(LeaseElection):
 
     async def current_leader(self) -> str | None:
         """The ``server_id`` holding the key now, if any."""
-        with _mapped("current_leader()"):
+        with map_errors("current_leader()", _ERRORS):
             return await self._etcd.get(self._key, scope=_GLOBAL)
 
     async def _try_acquire(self) -> bool:
-        with _mapped(f"acquire({self._key!r})"):
+        with map_errors(f"acquire({self._key!r})", _ERRORS):
             lease = await self._etcd.grant_lease(max(1, math.ceil(self._ttl)), keepalive=False)
             if await self._etcd.put_if_absent(self._key, self._server_id, lease=lease):
                 self._lease = lease
@@ -98,7 +94,7 @@ class EtcdLeaderElection(LeaseElection):
         lease = self._lease
         if lease is None:
             return False
-        with _mapped(f"renew({self._key!r})"):
+        with map_errors(f"renew({self._key!r})", _ERRORS):
             if await self._etcd.refresh_lease(lease) <= 0:
                 self._lease = None
                 return False
@@ -106,12 +102,12 @@ class EtcdLeaderElection(LeaseElection):
 
     async def _release(self) -> None:
         lease, self._lease = self._lease, None
-        with _mapped(f"release({self._key!r})"):
+        with map_errors(f"release({self._key!r})", _ERRORS):
             await self._etcd.delete_if_value(self._key, self._server_id, scope=_GLOBAL)
             if lease is not None:
                 await self._etcd.revoke_lease(lease)
 
     async def _wait_vacancy(self, at_most: float) -> None:
-        with _mapped(f"watch({self._key!r})"), contextlib.suppress(TimeoutError):
+        with map_errors(f"watch({self._key!r})", _ERRORS), contextlib.suppress(TimeoutError):
             async with asyncio.timeout(at_most):
                 await self._etcd.wait_absent(self._key, scope=_GLOBAL)

@@ -13,9 +13,7 @@ when the key's TTL ends).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
+from ..aio import ErrorTable, map_errors
 from ..clients.etcd import Clock
 from ..clients.valkey import ValkeyClient, ValkeyConnectionError, ValkeyError, ValkeyTimeout
 from ._base import LeaseElection
@@ -38,14 +36,10 @@ return 0
 """
 
 
-@contextlib.contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (ValkeyConnectionError, ValkeyTimeout) as exc:
-        raise LeaderElectionUnavailable(f"{what}: {exc}") from exc
-    except ValkeyError as exc:
-        raise LeaderError(f"{what}: {exc}") from exc
+_ERRORS: ErrorTable = {
+    (ValkeyConnectionError, ValkeyTimeout): LeaderElectionUnavailable,
+    ValkeyError: LeaderError,
+}
 
 
 class RedisLeaderElection(LeaseElection):
@@ -85,30 +79,30 @@ class RedisLeaderElection(LeaseElection):
 
     async def current_leader(self) -> str | None:
         """The ``server_id`` holding the lease now, if any."""
-        with _mapped("current_leader()"):
+        with map_errors("current_leader()", _ERRORS):
             value = await self._client.execute("GET", self._key)
         return None if value is None else (value.decode() if isinstance(value, bytes) else value)
 
     async def _try_acquire(self) -> bool:
-        with _mapped(f"acquire({self._key!r})"):
+        with map_errors(f"acquire({self._key!r})", _ERRORS):
             won = await self._client.execute(
                 "SET", self._key, self._server_id, "NX", "PX", self._ttl_ms
             )
         return bool(won)
 
     async def _renew(self) -> bool:
-        with _mapped(f"renew({self._key!r})"):
+        with map_errors(f"renew({self._key!r})", _ERRORS):
             result = await self._client.execute(
                 "EVAL", _RENEW, 1, self._key, self._server_id, self._ttl_ms
             )
         return bool(result)
 
     async def _release(self) -> None:
-        with _mapped(f"release({self._key!r})"):
+        with map_errors(f"release({self._key!r})", _ERRORS):
             await self._client.execute("EVAL", _RELEASE, 1, self._key, self._server_id)
 
     async def _wait_vacancy(self, at_most: float) -> None:
-        with _mapped(f"pttl({self._key!r})"):
+        with map_errors(f"pttl({self._key!r})", _ERRORS):
             pttl = await self._client.execute("PTTL", self._key)
         if pttl == -2:
             return  # no key: try at once

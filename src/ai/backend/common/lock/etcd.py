@@ -11,12 +11,12 @@ by-lifetime key a little longer than ``lifetime``; exclusion is never weaker for
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
+from ..aio import ErrorTable, map_errors
 from ..clients.etcd import AsyncEtcd, EtcdError, EtcdLease, EtcdTimeout, EtcdUnavailable, quote
 from .abc import DEFAULT_LIFETIME, DEFAULT_TIMEOUT, AbstractDistributedLock
 from .exceptions import LockError, LockUnavailable
@@ -27,14 +27,7 @@ DEFAULT_ETCD_LOCK_PREFIX = "ai/backend/lock/"
 """Where lock keys live (inside the etcd namespace, global scope)."""
 
 
-@contextlib.contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (EtcdUnavailable, EtcdTimeout) as exc:
-        raise LockUnavailable(f"{what}: {exc}") from exc
-    except EtcdError as exc:
-        raise LockError(f"{what}: {exc}") from exc
+_ERRORS: ErrorTable = {(EtcdUnavailable, EtcdTimeout): LockUnavailable, EtcdError: LockError}
 
 
 class EtcdLock(AbstractDistributedLock):
@@ -62,7 +55,7 @@ class EtcdLock(AbstractDistributedLock):
 
     async def _acquire(self) -> float:
         ttl = max(1, math.ceil(self._lifetime))
-        with _mapped(f"acquire({self._name!r})"):
+        with map_errors(f"acquire({self._name!r})", _ERRORS):
             while True:
                 # A fresh lease per attempt: its TTL must start when the key is created.
                 started = self._now()
@@ -76,5 +69,5 @@ class EtcdLock(AbstractDistributedLock):
     async def _release(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
-            with _mapped(f"release({self._name!r})"):
+            with map_errors(f"release({self._name!r})", _ERRORS):
                 await self._etcd.revoke_lease(lease)

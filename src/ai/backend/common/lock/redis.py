@@ -8,11 +8,11 @@ Limits: waiters poll (every ``retry_interval`` at most, sooner when the key's TT
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
+from ..aio import ErrorTable, map_errors
 from ..clients.valkey import ValkeyClient, ValkeyConnectionError, ValkeyError, ValkeyTimeout
 from .abc import DEFAULT_LIFETIME, DEFAULT_TIMEOUT, AbstractDistributedLock
 from .exceptions import LockError, LockUnavailable
@@ -30,14 +30,10 @@ return 0
 """
 
 
-@contextlib.contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (ValkeyConnectionError, ValkeyTimeout) as exc:
-        raise LockUnavailable(f"{what}: {exc}") from exc
-    except ValkeyError as exc:
-        raise LockError(f"{what}: {exc}") from exc
+_ERRORS: ErrorTable = {
+    (ValkeyConnectionError, ValkeyTimeout): LockUnavailable,
+    ValkeyError: LockError,
+}
 
 
 class RedisLock(AbstractDistributedLock):
@@ -66,7 +62,7 @@ class RedisLock(AbstractDistributedLock):
         return f"RedisLock({self._name!r})"
 
     async def _acquire(self) -> float:
-        with _mapped(f"acquire({self._name!r})"):
+        with map_errors(f"acquire({self._name!r})", _ERRORS):
             while True:
                 started = self._now()
                 won = await self._client.execute(
@@ -79,5 +75,5 @@ class RedisLock(AbstractDistributedLock):
                 await asyncio.sleep(max(wait, 0.001))
 
     async def _release(self) -> None:
-        with _mapped(f"release({self._name!r})"):
+        with map_errors(f"release({self._name!r})", _ERRORS):
             await self._client.execute("EVAL", _RELEASE, 1, self._key, self._token)

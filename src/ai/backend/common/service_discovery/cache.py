@@ -103,18 +103,13 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
 
     async def aclose(self) -> None:
         """Stop following, then close ``inner`` (deleting its records); idempotent."""
-        if self._state != "open":
-            self._state = "closed"
-            return
-        self._state = "closed"
-        try:
-            await self._tasks.stop()
-        finally:
-            self._fail_waiters()
-            await self._inner.aclose()
+        await self._shut_down(graceful=True)
 
     async def abort(self) -> None:
         """Stop following and abort ``inner`` (its records expire by TTL)."""
+        await self._shut_down(graceful=False)
+
+    async def _shut_down(self, *, graceful: bool) -> None:
         if self._state != "open":
             self._state = "closed"
             return
@@ -123,7 +118,10 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
             await self._tasks.stop()
         finally:
             self._fail_waiters()
-            await self._inner.abort()
+            if graceful:
+                await self._inner.aclose()
+            else:
+                await self._inner.abort()
 
     def _check_open(self) -> None:
         if self._state != "open":

@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
 from typing import Final
 
+from ..aio import ErrorTable, map_errors
 from ..clients.etcd import (
     AsyncEtcd,
     ConfigScopes,
@@ -48,15 +48,15 @@ DEFAULT_ETCD_PREFIX: Final = "ai/backend/service_discovery"
 _GLOBAL = ConfigScopes.GLOBAL
 
 
-@contextlib.contextmanager
-def map_etcd_errors(what: str) -> Iterator[None]:
+_ETCD_ERRORS: ErrorTable = {
+    (EtcdUnavailable, EtcdTimeout): ServiceDiscoveryUnavailable,
+    EtcdError: ServiceDiscoveryError,
+}
+
+
+def map_etcd_errors(what: str) -> contextlib.AbstractContextManager[None]:
     """Turn etcd client errors into service-discovery errors (chained)."""
-    try:
-        yield
-    except (EtcdUnavailable, EtcdTimeout) as exc:
-        raise ServiceDiscoveryUnavailable(f"{what}: {exc}") from exc
-    except EtcdError as exc:
-        raise ServiceDiscoveryError(f"{what}: {exc}") from exc
+    return map_errors(what, _ETCD_ERRORS)
 
 
 class EtcdServiceDiscovery(RecordKeeper):

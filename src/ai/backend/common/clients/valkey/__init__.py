@@ -4,7 +4,8 @@
 :class:`ValkeyClient` is the pooled client whose every call passes through a
 :class:`CallHook` (the resilience layer's seam), under ``asyncio.timeout``, with redis errors
 mapped to :class:`ValkeyError` subclasses; :class:`ValkeyStreamClient` adds the typed Streams
-commands the message queue uses.
+commands the message queue uses; :class:`ValkeyBreakerStateStore` shares circuit breakers'
+open state between processes (the resilience layer's ``BreakerStateStore`` on Redis).
 
 Guarantees:
 - no ``redis.*`` error leaves a public call
@@ -20,8 +21,12 @@ Guarantees:
   within their time limit, then raise ``ValkeyPoolExhausted`` naming the pool size
   [tests/clients/valkey/test_client.py::test_pool_waits_for_a_free_connection]
   [tests/clients/valkey/test_client.py::test_pool_wait_timeout_names_the_pool];
-- every call goes through the hook, which sees mapped errors
+- every call goes through the hook (but the breaker state store's), which sees mapped errors
   [tests/clients/valkey/test_client.py::test_hook_sees_every_call];
+- breakers of one name in several processes share their open state through
+  ``ValkeyBreakerStateStore``, which passes the store conformance suite
+  [tests/resilience/test_store_conformance.py::test_trip_expires]
+  [tests/clients/valkey/test_breaker_store.py::test_two_breakers_share_the_open_state];
 - stream trimming never removes an entry pending or undelivered in any group
   [tests/clients/valkey/test_stream.py::test_trim_retained_keeps_pending_and_undelivered].
 
@@ -36,6 +41,7 @@ Limits: on a Cluster, multi-key commands must stay in one slot and there is no l
 
 from __future__ import annotations
 
+from .breaker_store import DEFAULT_BREAKER_PREFIX, ValkeyBreakerStateStore
 from .client import (
     DEFAULT,
     RAW_REPLY_COMMANDS,
@@ -69,6 +75,7 @@ from .types import TLSOptions, ValkeyClientStatistics, ValkeyMode, ValkeyTarget
 
 __all__ = (
     "DEFAULT",
+    "DEFAULT_BREAKER_PREFIX",
     "RAW_REPLY_COMMANDS",
     "CallHook",
     "ClaimedEntry",
@@ -78,6 +85,7 @@ __all__ = (
     "StreamEntry",
     "TLSOptions",
     "ValkeyAuthenticationError",
+    "ValkeyBreakerStateStore",
     "ValkeyClient",
     "ValkeyClientStatistics",
     "ValkeyClosed",

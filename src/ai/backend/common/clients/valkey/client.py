@@ -388,9 +388,11 @@ class ValkeyClient:
         time_limit: TimeLimit,
         *,
         gated: bool,
+        hooked: bool = True,
     ) -> T:
         """``call()``; ``gated=False`` for calls on a connection that is not the pool's for
-        the call's duration (a subscription's own), which take no slot."""
+        the call's duration (a subscription's own), which take no slot; ``hooked=False`` for
+        calls the hook must not see (the breaker state store's, see ``breaker_store``)."""
         redis = self._require_open()
         limit = self._target.request_timeout if isinstance(time_limit, _Default) else time_limit
         gate = self._gate if gated else None
@@ -430,6 +432,8 @@ class ValkeyClient:
                     assert gate is not None
                     gate.release()
 
+        if not hooked:
+            return await guarded()
         return await self._hook(operation, guarded)
 
     async def _wait_for_slot(self, gate: asyncio.Semaphore) -> None:

@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 from ..exception import (
+    PROBLEM_BASE_URI as _PROBS,
+)
+from ..exception import (
     BackendAIError,
     ErrorDetail,
     ErrorDomain,
@@ -19,8 +22,6 @@ from ..exception import (
 )
 
 __all__ = ("HealthCheckError", "HealthCheckFailed", "HealthCheckTimeout")
-
-_PROBS = "https://api.backend.ai/probs/"
 
 
 class HealthCheckError(BackendAIError):

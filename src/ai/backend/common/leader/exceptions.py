@@ -9,11 +9,10 @@
 
 from __future__ import annotations
 
+from ..exception import PROBLEM_BASE_URI as _PROBS
 from ..exception import BackendAIError, ErrorDetail, ErrorDomain, ErrorOperation, ServiceUnavailable
 
 __all__ = ("LeaderElectionClosed", "LeaderElectionUnavailable", "LeaderError")
-
-_PROBS = "https://api.backend.ai/probs/"
 
 
 class LeaderError(BackendAIError):
@@ -29,9 +28,7 @@ class LeaderElectionUnavailable(LeaderError, ServiceUnavailable):
 
     error_type = _PROBS + "leader-election-unavailable"
     error_title = "Leader election backend unavailable."
-    status_code = 503
     error_operation = ErrorOperation.CONNECT
-    error_detail = ErrorDetail.UNAVAILABLE
 
 
 class LeaderElectionClosed(LeaderError):

@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 from ..exception import (
+    PROBLEM_BASE_URI as _PROBS,
+)
+from ..exception import (
     BackendAIError,
-    ErrorDetail,
     ErrorDomain,
     ErrorOperation,
     InvalidArgument,
@@ -21,8 +23,6 @@ from ..exception import (
 )
 
 __all__ = ("LockError", "LockTimeout", "LockUnavailable", "LockUsageError")
-
-_PROBS = "https://api.backend.ai/probs/"
 
 
 class LockError(BackendAIError):
@@ -38,9 +38,7 @@ class LockTimeout(LockError, OperationTimeout):
 
     error_type = _PROBS + "lock-timeout"
     error_title = "Timed out acquiring a lock."
-    status_code = 504
     error_operation = ErrorOperation.EXECUTE
-    error_detail = ErrorDetail.TIMEOUT
 
 
 class LockUnavailable(LockError, ServiceUnavailable):
@@ -48,9 +46,7 @@ class LockUnavailable(LockError, ServiceUnavailable):
 
     error_type = _PROBS + "lock-unavailable"
     error_title = "Lock backend unavailable."
-    status_code = 503
     error_operation = ErrorOperation.CONNECT
-    error_detail = ErrorDetail.UNAVAILABLE
 
 
 class LockUsageError(LockError, InvalidArgument):
@@ -58,5 +54,3 @@ class LockUsageError(LockError, InvalidArgument):
 
     error_type = _PROBS + "lock-usage-error"
     error_title = "Invalid use of a lock."
-    status_code = 400
-    error_detail = ErrorDetail.INVALID_PARAMETERS

@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 from ..exception import (
+    PROBLEM_BASE_URI as _PROBS,
+)
+from ..exception import (
     BackendAIError,
     ErrorDetail,
     ErrorDomain,
@@ -27,8 +30,6 @@ __all__ = (
     "ServiceNotFound",
 )
 
-_PROBS = "https://api.backend.ai/probs/"
-
 
 class ServiceDiscoveryError(BackendAIError):
     """Base of every error raised by :mod:`ai.backend.common.service_discovery`."""
@@ -43,9 +44,7 @@ class ServiceNotFound(ServiceDiscoveryError, ObjectNotFound):
 
     error_type = _PROBS + "service-not-found"
     error_title = "No such service."
-    status_code = 404
     error_operation = ErrorOperation.READ
-    error_detail = ErrorDetail.NOT_FOUND
 
 
 class ServiceDiscoveryUnavailable(ServiceDiscoveryError, ServiceUnavailable):
@@ -53,9 +52,7 @@ class ServiceDiscoveryUnavailable(ServiceDiscoveryError, ServiceUnavailable):
 
     error_type = _PROBS + "service-discovery-unavailable"
     error_title = "Service discovery backend unavailable."
-    status_code = 503
     error_operation = ErrorOperation.CONNECT
-    error_detail = ErrorDetail.UNAVAILABLE
 
 
 class ServiceDiscoveryClosed(ServiceDiscoveryError):

@@ -25,6 +25,9 @@ from __future__ import annotations
 from typing import Any
 
 from ...exception import (
+    PROBLEM_BASE_URI as _PROBS,
+)
+from ...exception import (
     BackendAIError,
     ErrorDetail,
     ErrorDomain,
@@ -49,8 +52,6 @@ __all__ = (
     "AgentUnreachable",
 )
 
-_PROBS = "https://api.backend.ai/probs/"
-
 
 class AgentRPCError(BackendAIError):
     """Base of every error raised by :mod:`ai.backend.common.clients.agent`."""
@@ -66,9 +67,7 @@ class AgentUnreachable(AgentRPCError, ServiceUnavailable):
 
     error_type = _PROBS + "agent-unreachable"
     error_title = "Agent is unreachable."
-    status_code = 503
     error_operation = ErrorOperation.CONNECT
-    error_detail = ErrorDetail.UNAVAILABLE
 
 
 class AgentConnectionLost(AgentUnreachable):
@@ -109,8 +108,6 @@ class AgentCallTimeout(AgentRPCError, OperationTimeout):
 
     error_type = _PROBS + "agent-call-timeout"
     error_title = "Agent RPC call timed out."
-    status_code = 504
-    error_detail = ErrorDetail.TIMEOUT
 
 
 class AgentCallCancelled(AgentRPCError):
@@ -136,8 +133,6 @@ class AgentInvalidArgument(AgentRPCError, InvalidArgument):
 
     error_type = _PROBS + "agent-invalid-argument"
     error_title = "Invalid agent RPC argument."
-    status_code = 400
-    error_detail = ErrorDetail.INVALID_PARAMETERS
 
 
 class AgentPoolClosed(AgentRPCError):

@@ -17,6 +17,9 @@ The in-memory backend raises the same classes in the same situations.
 from __future__ import annotations
 
 from ...exception import (
+    PROBLEM_BASE_URI as _PROBS,
+)
+from ...exception import (
     BackendAIError,
     ErrorDetail,
     ErrorDomain,
@@ -38,8 +41,6 @@ __all__ = (
     "EtcdWatchCompacted",
 )
 
-_PROBS = "https://api.backend.ai/probs/"
-
 
 class EtcdError(BackendAIError):
     """Base of every error raised by :mod:`ai.backend.common.clients.etcd`."""
@@ -54,9 +55,7 @@ class EtcdUnavailable(EtcdError, ServiceUnavailable):
 
     error_type = _PROBS + "etcd-unavailable"
     error_title = "etcd is unavailable."
-    status_code = 503
     error_operation = ErrorOperation.CONNECT
-    error_detail = ErrorDetail.UNAVAILABLE
 
 
 class EtcdTimeout(EtcdError, OperationTimeout):
@@ -64,9 +63,7 @@ class EtcdTimeout(EtcdError, OperationTimeout):
 
     error_type = _PROBS + "etcd-timeout"
     error_title = "etcd request timed out."
-    status_code = 504
     error_operation = ErrorOperation.REQUEST
-    error_detail = ErrorDetail.TIMEOUT
 
 
 class EtcdCompareFailed(EtcdError):
@@ -98,9 +95,7 @@ class EtcdLeaseNotFound(EtcdError, ObjectNotFound):
 
     error_type = _PROBS + "etcd-lease-not-found"
     error_title = "etcd lease not found."
-    status_code = 404
     error_operation = ErrorOperation.READ
-    error_detail = ErrorDetail.NOT_FOUND
 
 
 class EtcdInvalidArgument(EtcdError, InvalidArgument):
@@ -108,8 +103,6 @@ class EtcdInvalidArgument(EtcdError, InvalidArgument):
 
     error_type = _PROBS + "etcd-invalid-argument"
     error_title = "Invalid etcd argument."
-    status_code = 400
-    error_detail = ErrorDetail.INVALID_PARAMETERS
 
 
 class EtcdClosed(EtcdError):

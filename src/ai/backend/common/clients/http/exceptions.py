@@ -24,6 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 from ...exception import (
+    PROBLEM_BASE_URI as _PROBS,
+)
+from ...exception import (
     BackendAIError,
     ErrorDetail,
     ErrorDomain,
@@ -51,8 +54,6 @@ __all__ = (
     "status_error_class",
 )
 
-_PROBS = "https://api.backend.ai/probs/"
-
 
 class HTTPClientError(BackendAIError):
     """Base of every error raised by :mod:`ai.backend.common.clients.http`."""
@@ -67,9 +68,7 @@ class HTTPUnavailable(HTTPClientError, ServiceUnavailable):
 
     error_type = _PROBS + "http-unavailable"
     error_title = "HTTP endpoint unavailable."
-    status_code = 503
     error_operation = ErrorOperation.CONNECT
-    error_detail = ErrorDetail.UNAVAILABLE
 
 
 class HTTPTimeout(HTTPClientError, OperationTimeout):
@@ -77,8 +76,6 @@ class HTTPTimeout(HTTPClientError, OperationTimeout):
 
     error_type = _PROBS + "http-timeout"
     error_title = "HTTP request timed out."
-    status_code = 504
-    error_detail = ErrorDetail.TIMEOUT
 
 
 class HTTPPoolClosed(HTTPClientError):
@@ -129,8 +126,6 @@ class StorageProxyBadRequest(StorageProxyError, InvalidArgument):
     """The storage proxy rejected the parameters (400, 422)."""
 
     error_type = _PROBS + "storage-proxy-bad-request"
-    status_code = 400
-    error_detail = ErrorDetail.INVALID_PARAMETERS
 
 
 class StorageProxyAuthFailed(StorageProxyError):
@@ -146,8 +141,6 @@ class StorageProxyNotFound(StorageProxyError, ObjectNotFound):
     """The volume, folder, quota scope or file does not exist (404, 410)."""
 
     error_type = _PROBS + "storage-proxy-not-found"
-    status_code = 404
-    error_detail = ErrorDetail.NOT_FOUND
 
 
 class StorageProxyConflict(StorageProxyError):

@@ -21,6 +21,12 @@ Guarantees:
 - the breaker opens when the failure rate over the window reaches the threshold, not before
   ``minimum_calls`` [tests/resilience/test_breaker.py::test_opens_on_failure_rate];
 - old outcomes roll out of a time window [tests/resilience/test_breaker.py::test_time_window_rolls];
+- after every recorded outcome a closed breaker has fewer than ``minimum_calls`` calls or rates
+  below both thresholds, in either kind of window
+  [tests/resilience/test_breaker.py::test_closed_breaker_stays_below_thresholds_property];
+- in a time window, successes rolling out raise the rate, and the next outcome, even a success,
+  opens the breaker
+  [tests/resilience/test_breaker.py::test_time_window_opens_when_successes_roll_out];
 - an open breaker fails fast with :class:`BreakerOpen` naming it, and half-opens after the wait
   [tests/resilience/test_breaker.py::test_open_fails_fast_then_half_opens];
 - a cancelled call is not counted, and a cancelled probe frees its probe slot
@@ -33,6 +39,9 @@ Guarantees:
   closes again [tests/resilience/test_redis_fault.py::test_breaker_against_stopped_redis].
 
 Limits:
+- the window is judged when an outcome is recorded, not as time passes: once old successes have
+  rolled out of a time window, one more call is admitted and its outcome opens the breaker
+  [tests/resilience/test_breaker.py::test_time_window_judges_at_the_next_outcome];
 - a probe that never returns keeps the breaker half-open: put a :class:`Timeout` inside it
   [tests/resilience/test_breaker.py::test_hung_probe_holds_half_open];
 - store errors are counted in ``statistics().store_errors`` and otherwise ignored; the breaker
@@ -393,9 +402,12 @@ class CircuitBreaker(Policy):
                 return None
             w = st.window
             w.record(outcome, now)
-            # A success lowers both rates, so it can only trip the breaker by bringing the
-            # window to its minimum number of calls.
-            if outcome or w.total == self._min_calls():
+            # In a count window a fast success never raises a rate: it either adds a call or
+            # replaces an outcome at least as bad, so it can only trip the breaker by bringing
+            # the window to its minimum number of calls. In a time window, old successes that
+            # roll out raise the rates, so every outcome is judged (_evaluate returns at once
+            # while the window holds no failure and no slow call).
+            if outcome or self.window is WindowKind.TIME or w.total == self._min_calls():
                 return self._evaluate(site)
             return None
         if state is _HALF_OPEN:

@@ -20,6 +20,7 @@ from ai.backend.common.resilience import (
     CircuitBreaker,
     FakeClock,
     MemoryBreakerStateStore,
+    Pipeline,
     RejectReason,
     WindowKind,
 )
@@ -384,6 +385,38 @@ async def test_manual_controls() -> None:
     assert breaker.statistics().state is CLOSED
     assert {e.cause for e in rec.of(BreakerStateChanged)} == {"manual"}
     assert breaker.statistics().rejected == 1
+
+
+async def test_manual_transition_reaches_every_observer_once() -> None:
+    own, inner_rec, outer_rec = Recorder(), Recorder(), Recorder()
+    breaker = CircuitBreaker(name="m", clock=FakeClock(), observers=(own,))
+    inner = Pipeline([breaker], dependency="inner", observers=(own, inner_rec))
+    Pipeline([inner], dependency="outer", observers=(outer_rec, inner_rec))
+    Pipeline([breaker], dependency="again", observers=(inner_rec,))  # seen once all the same
+    breaker.force_open()
+    breaker.reset()
+    for rec, dependency in ((own, "m"), (inner_rec, "inner"), (outer_rec, "inner")):
+        changes = rec.of(BreakerStateChanged)
+        assert [(e.old, e.new, e.cause) for e in changes] == [
+            ("closed", "forced_open", "manual"),
+            ("forced_open", "closed", "manual"),
+        ]
+        # labelled by the first place the observer was attached in (the breaker, else the
+        # innermost pipeline around it)
+        assert {(e.dependency, e.policy) for e in changes} == {(dependency, "m")}
+
+
+async def test_automatic_transition_reaches_the_calling_pipeline() -> None:
+    clock = FakeClock()
+    rec_a, rec_b = Recorder(), Recorder()
+    breaker = CircuitBreaker(name="shared", window_size=1, minimum_calls=1, clock=clock)
+    a = Pipeline([breaker], dependency="a", observers=(rec_a,))
+    Pipeline([breaker], dependency="b", observers=(rec_b,))
+    with pytest.raises(ConnectionError):
+        await a.call(fail)
+    assert breaker.state is OPEN
+    assert [(e.dependency, e.new) for e in rec_a.of(BreakerStateChanged)] == [("a", "open")]
+    assert rec_b.events == []  # b learns of the open breaker at its next call (CallRejected)
 
 
 async def test_hung_probe_holds_half_open() -> None:

@@ -90,6 +90,39 @@ async def test_pipeline_labels() -> None:
     assert value(registry, "backendai_resilience_breaker_state", **state) == 1.0
 
 
+async def test_pipeline_gauge_follows_manual_transitions() -> None:
+    registry = CollectorRegistry()
+    obs = PrometheusObserver(registry=registry)
+    breaker = CircuitBreaker(name="etcd-breaker", window_size=1, minimum_calls=1, clock=FakeClock())
+    pipeline = Pipeline([breaker], dependency="etcd", operation="put", observers=(obs,))
+    with pytest.raises(ConnectionError):
+        await pipeline.call(Script([ConnectionError("down")]))
+
+    def gauge() -> dict[str, float | None]:
+        return {
+            state: value(
+                registry,
+                "backendai_resilience_breaker_state",
+                dependency="etcd",
+                breaker="etcd-breaker",
+                state=state,
+            )
+            for state in ("closed", "open", "forced_open", "disabled")
+        }
+
+    assert gauge() == {"closed": 0.0, "open": 1.0, "forced_open": 0.0, "disabled": 0.0}
+    breaker.force_open()
+    assert gauge() == {"closed": 0.0, "open": 0.0, "forced_open": 1.0, "disabled": 0.0}
+    breaker.disable()
+    assert gauge() == {"closed": 0.0, "open": 0.0, "forced_open": 0.0, "disabled": 1.0}
+    breaker.reset()
+    assert gauge() == {"closed": 1.0, "open": 0.0, "forced_open": 0.0, "disabled": 0.0}
+    transition = {"dependency": "etcd", "breaker": "etcd-breaker"}
+    name = "backendai_resilience_breaker_transitions_total"
+    assert value(registry, name, **transition, from_state="open", to_state="forced_open") == 1.0
+    assert value(registry, name, **transition, from_state="disabled", to_state="closed") == 1.0
+
+
 def test_one_observer_per_registry() -> None:
     registry = CollectorRegistry()
     PrometheusObserver(registry=registry)

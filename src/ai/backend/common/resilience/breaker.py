@@ -33,6 +33,10 @@ Guarantees:
   [tests/resilience/test_breaker.py::test_cancelled_probe_frees_slot];
 - window counts are never negative and never exceed the window
   [tests/resilience/test_breaker.py::test_window_counts_property];
+- a manual ``force_open()``, ``disable()`` or ``reset()`` reaches the breaker's own observers
+  and those of every pipeline it was bound into, each observer once, labelled by the first
+  place that observer was attached in (the breaker, else the innermost pipeline around it)
+  [tests/resilience/test_breaker.py::test_manual_transition_reaches_every_observer_once];
 - with a :class:`BreakerStateStore`, a breaker opened in one place opens its peers at their next
   sync [tests/resilience/test_breaker.py::test_shared_store_opens_peer];
 - against a real Redis that is stopped and restarted, the breaker opens, fails fast, probes and
@@ -42,6 +46,9 @@ Limits:
 - the window is judged when an outcome is recorded, not as time passes: once old successes have
   rolled out of a time window, one more call is admitted and its outcome opens the breaker
   [tests/resilience/test_breaker.py::test_time_window_judges_at_the_next_outcome];
+- an automatic transition happens inside a call and reaches the observers of that call's
+  pipeline only; another pipeline holding the same breaker sees it as rejected calls
+  [tests/resilience/test_breaker.py::test_automatic_transition_reaches_the_calling_pipeline];
 - a probe that never returns keeps the breaker half-open: put a :class:`Timeout` inside it
   [tests/resilience/test_breaker.py::test_hung_probe_holds_half_open];
 - store errors are counted in ``statistics().store_errors`` and otherwise ignored; the breaker
@@ -62,7 +69,7 @@ from ..exception import InvalidArgument
 from ._window import FAILED, SLOW, CountWindow, TimeWindow, Window
 from .abc import Policy, Runner
 from .clock import SYSTEM_CLOCK, Clock
-from .events import BreakerStateChanged, CallRejected, CallSite, Observer, RejectReason
+from .events import BreakerStateChanged, CallRejected, CallSite, Observer, RejectReason, _emit
 from .exceptions import BreakerOpen
 from .retry import ExceptionTypes
 from .store import BreakerStateStore
@@ -107,6 +114,7 @@ _HALF_OPEN = BreakerStateName.HALF_OPEN
 _FORCED_OPEN = BreakerStateName.FORCED_OPEN
 _DISABLED = BreakerStateName.DISABLED
 _IGNORE = -1  # outcome of an error that is neither success nor failure
+_NO_SITE = CallSite()  # a transition that notifies nobody through a call site
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +151,7 @@ class _State:
         "rejected",
         "state",
         "store_errors",
+        "watchers",
         "window",
     )
 
@@ -158,6 +167,9 @@ class _State:
         self.next_sync = -math.inf
         self.rejected = 0
         self.store_errors = 0
+        # Every observer of every call site this breaker was bound into, by identity, with the
+        # first site it came with (whose names label the events of manual transitions).
+        self.watchers: dict[int, tuple[Observer, CallSite]] = {}
 
 
 def _bad(field_name: str, value: object, rule: str) -> InvalidArgument:
@@ -271,18 +283,40 @@ class CircuitBreaker(Policy):
 
     def force_open(self) -> None:
         """Open the breaker until :meth:`reset` (local to this process)."""
-        self._set(_FORCED_OPEN, "manual", self._own_site())
+        self._set_manually(_FORCED_OPEN)
 
     def disable(self) -> None:
         """Let every call pass unrecorded until :meth:`reset` (local to this process)."""
-        self._set(_DISABLED, "manual", self._own_site())
+        self._set_manually(_DISABLED)
 
     def reset(self) -> None:
         """Close the breaker and forget the window (local to this process)."""
-        self._set(_CLOSED, "manual", self._own_site())
+        self._set_manually(_CLOSED)
 
-    def _own_site(self) -> CallSite:
-        return CallSite(observers=self.observers)
+    def _set_manually(self, new: BreakerStateName) -> None:
+        """Change state outside any call; tell every observer of every bound site, once each."""
+        old = self._st.state
+        self._set(new, "manual", _NO_SITE)
+        events: dict[int, BreakerStateChanged] = {}  # one event per site, by identity
+        for observer, site in tuple(self._st.watchers.values()):
+            event = events.get(id(site))
+            if event is None:
+                dependency, operation = site.names(self.name)
+                event = events[id(site)] = BreakerStateChanged(
+                    dependency=dependency,
+                    operation=operation,
+                    policy=self.name,
+                    old=old.value,
+                    new=new.value,
+                    cause="manual",
+                )
+            _emit((observer,), event)
+
+    def _watch(self, site: CallSite) -> None:
+        """Remember the observers of a site this breaker is bound into (for manual changes)."""
+        watchers = self._st.watchers
+        for observer in site.observers:
+            watchers.setdefault(id(observer), (observer, site))
 
     # -- state machine (synchronous: no await between a read and its update) -----------------
 
@@ -460,6 +494,7 @@ class CircuitBreaker(Policy):
 
     def bind(self, nxt: Runner, site: CallSite) -> Runner:
         """Wrap ``nxt``: admit (or fail fast), call, record."""
+        self._watch(site)
         st = self._st
         admit = self._admit_async
         record = self._record

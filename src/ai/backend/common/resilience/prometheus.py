@@ -21,7 +21,10 @@ Guarantees:
 - each event type moves exactly its metrics, with the event's labels
   [tests/resilience/test_prometheus.py::test_events_become_metrics];
 - a pipeline's events reach the observer labelled by the pipeline's dependency and operation
-  [tests/resilience/test_prometheus.py::test_pipeline_labels].
+  [tests/resilience/test_prometheus.py::test_pipeline_labels];
+- the breaker-state gauge of a pipeline follows a manual ``force_open()``, ``disable()`` and
+  ``reset()`` of its breaker
+  [tests/resilience/test_prometheus.py::test_pipeline_gauge_follows_manual_transitions].
 
 Limits:
 - the metrics are registered when the observer is built: build one observer per registry

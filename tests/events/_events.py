@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ai.backend.common.events import AbstractAnycastEvent, AbstractBroadcastEvent, EventDomain
 
-__all__ = ("Note", "Ping", "Shout")
+__all__ = ("Murmur", "Note", "Ping", "Shout")
 
 
 class Ping(AbstractAnycastEvent, name="evtest_ping", domain=EventDomain.LOG):
@@ -29,3 +29,9 @@ class Shout(AbstractBroadcastEvent, name="evtest_shout", domain=EventDomain.LOG)
     def domain_id(self) -> str | None:
         """The topic."""
         return self.topic
+
+
+class Murmur(AbstractBroadcastEvent, name="evtest_murmur", domain=EventDomain.LOG):
+    """A second broadcast test event (tests leave it without a handler)."""
+
+    seq: int = 0

@@ -7,6 +7,14 @@ recorded. A message is acked once every handler succeeded, nacked with the error
 (the queue redelivers it, and dead-letters it after ``max_deliveries``). Broadcasts
 (``subscribe``) are handed to every subscriber handler; there is nothing to settle.
 
+Durable broadcasts (those the queue hands out with a stream id, ``BroadcastMode.DURABLE``) are
+handled one at a time, in order: the queue stores a durable subscriber's position when it is
+asked for the next broadcast, so the pump asks for the next one only after every subscriber
+handler of the current one has finished. A subscriber closed, or killed, and restarted under
+the same ``subscriber_id`` thus receives each broadcast exactly once, in order (only one whose
+handler the kill cut short comes again). Volatile broadcasts are handled side by side, like
+anycast messages.
+
 How it runs: one pump task per delivery pattern reads the queue and puts messages on a job
 queue, ``max_concurrency`` worker tasks take them (no task per message), and one acker task
 acks finished messages in batches (a worker acks its message itself when no ack is under way,
@@ -38,7 +46,13 @@ Guarantees:
   cancel or never started, and leaves no task behind
   [tests/events/test_dispatcher.py::test_close_drains_then_cancels];
 - a consumer process killed with SIGKILL mid-batch loses no event, and a handler that recorded
-  its success never runs again [tests/events/test_dispatcher_kill.py::test_kill_9_mid_batch].
+  its success never runs again [tests/events/test_dispatcher_kill.py::test_kill_9_mid_batch];
+- durable broadcasts reach the subscriber handlers in order, and a subscriber closed
+  mid-stream or killed between two broadcasts (its queue aborted) and restarted under the
+  same ``subscriber_id`` receives every broadcast exactly once; ``aclose()`` lets the
+  broadcast being handled finish first
+  [tests/events/test_dispatcher_durable.py::test_durable_broadcasts_survive_close_exactly_once_in_order]
+  [tests/events/test_dispatcher_durable.py::test_durable_broadcasts_survive_abort_exactly_once_in_order].
 
 Limits:
 - at-least-once: a handler that succeeded but whose success was not yet recorded (process
@@ -48,9 +62,18 @@ Limits:
   decoding: every group sees every anycast event, and peers may send names this version does
   not know (upstream does the same)
   [tests/events/test_dispatcher.py::test_unhandled_names_are_acked];
-- messages are handled concurrently, so their order is kept only with ``max_concurrency=1``;
-  the handlers of one message run one after another, in registration order
-  [tests/events/test_dispatcher.py::test_handlers_of_a_message_run_in_order];
+- anycast messages and volatile broadcasts are handled concurrently, so their order is kept
+  only with ``max_concurrency=1``; the handlers of one message run one after another, in
+  registration order [tests/events/test_dispatcher.py::test_handlers_of_a_message_run_in_order];
+- a broadcast handler that raises is reported and not retried (broadcasts have no nack): the
+  broadcast counts as seen
+  [tests/events/test_dispatcher_durable.py::test_failing_durable_broadcast_handler_is_not_retried];
+- a durable broadcast whose handler was running when the process died comes again after the
+  restart (at-least-once for that one; nothing after it was taken)
+  [tests/events/test_dispatcher_durable.py::test_durable_broadcast_in_progress_at_kill_may_come_again];
+- a durable broadcast whose handler is still running when ``close_timeout`` runs out is
+  cancelled and counts as seen
+  [tests/events/test_dispatcher_durable.py::test_durable_broadcast_cut_at_close_counts_as_seen];
 - a coalescing handler is called once per batch with the latest event of the batch
   [tests/events/test_dispatcher.py::test_coalescing_acks_every_message].
 """
@@ -298,6 +321,15 @@ class _CoalescedJob:
     items: list[_CoalesceItem]
 
 
+@dataclass(slots=True)
+class _DurableBroadcastJob:
+    """A durable broadcast; ``done`` resolves once all its handlers have run."""
+
+    msg: BroadcastMessage
+    route: _Route
+    done: asyncio.Future[None]
+
+
 class EventDispatcher:
     """Runs handlers for the anycast messages and broadcasts of one message-queue client.
 
@@ -351,6 +383,8 @@ class EventDispatcher:
         self._runner: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._pumps: dict[DeliveryPattern, asyncio.Task[None]] = {}
+        self._durable_job: _DurableBroadcastJob | None = None
+        """The durable broadcast being handled; the broadcast pump waits for it."""
         self._workers: list[asyncio.Task[None]] = []
         self._state: Literal["new", "running", "closing", "closed"] = "new"
         self._busy = 0
@@ -549,6 +583,17 @@ class EventDispatcher:
         )
 
     async def _drain(self) -> None:
+        broadcasts = self._pumps.get(DeliveryPattern.BROADCAST)
+        if broadcasts is not None and self._durable_job is not None:
+            # The pump stops by itself once the durable broadcast being handled is done, so
+            # the subscriber's position is stored right after it (not after one never run).
+            done, _ = await asyncio.wait([broadcasts], timeout=self._close_timeout)
+            if not done:
+                log.warning(
+                    "EventDispatcher: a durable broadcast handler still runs after %.1fs; "
+                    "cancelling it (the broadcast counts as seen)",
+                    self._close_timeout,
+                )
         for pump in self._pumps.values():
             pump.cancel()
         for pump in self._pumps.values():
@@ -650,6 +695,13 @@ class EventDispatcher:
                         route = routes.get(msg.fields.get("name", ""))
                         if route is None:
                             continue
+                        if msg.msg_id is not None:
+                            # Durable: asking for the next one stores our position past this
+                            # one, so wait until every handler of this one has finished.
+                            await self._handle_durable(msg, route)
+                            if self._stop.is_set():
+                                return  # closing the iterator stores the position
+                            continue
                         put((msg, route))
                         if self._jobs.qsize() >= limit:  # broadcasts have no queue bound
                             self._room.clear()
@@ -663,6 +715,15 @@ class EventDispatcher:
                 self._report("pump", exc)
                 await asyncio.sleep(_PUMP_BACKOFF[min(attempt, len(_PUMP_BACKOFF) - 1)])
                 attempt += 1
+
+    async def _handle_durable(self, msg: BroadcastMessage, route: _Route) -> None:
+        job = _DurableBroadcastJob(msg, route, asyncio.get_running_loop().create_future())
+        self._durable_job = job
+        self._jobs.put_nowait(job)
+        try:
+            await job.done
+        finally:
+            self._durable_job = None
 
     # -- workers ----------------------------------------------------------------------
 
@@ -680,6 +741,12 @@ class EventDispatcher:
             try:
                 if type(job) is _CoalescedJob:
                     await self._run_coalesced(job)
+                elif type(job) is _DurableBroadcastJob:
+                    try:
+                        await self._handle_broadcast(job.msg, job.route)
+                    finally:
+                        if not job.done.done():
+                            job.done.set_result(None)
                 elif type(job[0]) is AnycastMessage:
                     await self._handle_anycast(job[0], job[1])
                 else:

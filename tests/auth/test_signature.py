@@ -436,3 +436,31 @@ async def test_fuzz_verify_raises_only_auth_errors(
     with pytest.raises(AuthError) as info:
         await verifier.verify(method="POST", path=path, host=host, headers=headers, body=b"x")
     assert info.value.status_code == 401
+
+
+_HASH_TYPES = ["sha256", "sha384", "sha512", "sha1", "md5", "blake2b", "sha3_256"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    hash_type=st.sampled_from(_HASH_TYPES),
+    secret=st.text(min_size=1, max_size=300),
+    path=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x10FFFF), max_size=80),
+    when=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+)
+async def test_signing_cache_matches_hmac(
+    hash_type: str, secret: str, path: str, when: datetime
+) -> None:
+    # The verifier signs from cached inner/outer hash states; the signer uses hmac.digest.
+    keypair = _keypair(sk=secret)
+    when = when.replace(tzinfo=UTC)
+    clock = FixedClock(when)
+    verifier = _verifier(keypair, clock=clock, hash_types=_HASH_TYPES)
+    signer = HMACSigner(keypair.access_key, secret, ENDPOINT, hash_type=hash_type)
+    for day in (0, 0, 1):  # a cached day twice, then the next day
+        date = clock.now = when + timedelta(days=day)
+        headers = signer.sign("GET", "/" + path, date=date)
+        await _verify(verifier, headers, path="/" + path)
+        forged = {**headers, "Authorization": headers["Authorization"][:-1] + "\u00e9"}
+        with pytest.raises(SignatureMismatch):
+            await _verify(verifier, forged, path="/" + path)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ai.backend.common.contexts import current_client_ip, current_request_id
 from ai.backend.common.exception import InvalidArgument
 from ai.backend.common.middlewares import error_middleware, request_id_middleware
+from ai.backend.common.middlewares.request_id import fresh_request_id
 
 
 def _app() -> web.Application:
@@ -50,3 +55,31 @@ async def test_bad_incoming_id_replaced() -> None:
             rid = resp.headers["X-BackendAI-RequestID"]
             assert rid != bad
             assert rid.startswith("req-")
+
+
+def test_fresh_ids_unique_and_well_formed() -> None:
+    ids = [fresh_request_id() for _ in range(5000)]  # many batches of 256
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"req-[0-9a-f]{16}", rid) for rid in ids)
+
+
+def test_fresh_ids_unique_across_threads() -> None:
+    with ThreadPoolExecutor(4) as pool:
+        chunks = list(pool.map(lambda _: [fresh_request_id() for _ in range(2000)], range(4)))
+    ids = [rid for chunk in chunks for rid in chunk]
+    assert len(set(ids)) == len(ids)
+
+
+def test_fresh_ids_not_shared_with_a_forked_child() -> None:
+    fresh_request_id()  # the parent now holds a batch of unused ids
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id, then leave without running pytest's exit
+        os.write(write, fresh_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert child.startswith("req-")
+    assert child != fresh_request_id()

@@ -35,8 +35,9 @@ from ..metrics import APIMetricObserver, CommonMetricRegistry
 from ..web import (
     AUTH_RESULT_KEY,
     REQUEST_ID_KEY,
-    add_response_headers,
     apply_response_headers,
+    claim_response_headers,
+    merge_response_headers,
     on_response_prepare,
 )
 from .access_log import access_log_middleware, log_access
@@ -144,7 +145,7 @@ def fused_middleware(
                     preflight = policy.preflight(request, origin, requested_method)
                 elif (allowed := policy.origin_headers(origin)) is not None:
                     pending.update(allowed)
-        owner = add_response_headers(request, pending) if pending else False
+        owner = claim_response_headers(request, pending) if pending else None
         status = log_status = 500
         error_code: ErrorCode | None = _INTERNAL
         with bind_id, bind_ip:
@@ -172,7 +173,7 @@ def fused_middleware(
                 status, error_code = exception_outcome(exc)
                 if isinstance(exc, web.HTTPException):
                     log_status = exc.status
-                    if owner:
+                    if owner is not None:
                         apply_response_headers(request, exc)
                 raise
             finally:
@@ -181,8 +182,8 @@ def fused_middleware(
                     record_request(observer, request, status, error_code, duration)
                 if log_to is not None and log_to.isEnabledFor(log_level):
                     log_access(log_to, log_level, request, log_status, duration)
-        if owner:
-            apply_response_headers(request, response)
+        if owner is not None and not response.prepared:
+            merge_response_headers(owner, response)
         return response
 
     return backendai_stack

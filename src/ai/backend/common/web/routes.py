@@ -16,13 +16,16 @@ __all__ = (
     "REQUEST_ID_KEY",
     "RESPONSE_HEADERS_KEY",
     "UNMATCHED_ROUTE",
+    "PendingHeaders",
     "add_response_header",
     "add_response_headers",
     "anonymous",
     "apply_response_headers",
     "auth_result",
     "canonical_route",
+    "claim_response_headers",
     "is_anonymous",
+    "merge_response_headers",
     "on_response_prepare",
 )
 
@@ -72,17 +75,22 @@ def auth_result(request: web.Request) -> AuthResult | None:
     return result
 
 
-class _Headers(dict[str, str]):
-    """The added headers, and the response they were last copied onto."""
+class PendingHeaders(dict[str, str]):
+    """The headers middlewares asked for on a request's response, and the response they were
+    last copied onto (so copying twice onto the same response is free)."""
 
     __slots__ = ("applied_to",)
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.applied_to: object = None
+    applied_to: object
 
 
-def _add(headers: _Headers, name: str, value: str) -> None:
+def _pending(headers: Mapping[str, str] | None = None) -> PendingHeaders:
+    pending = PendingHeaders() if headers is None else PendingHeaders(headers)
+    pending.applied_to = None
+    return pending
+
+
+def _add(headers: PendingHeaders, name: str, value: str) -> None:
     if name == hdrs.VARY and name in headers:
         values = [v.strip() for v in headers[name].split(",")]
         if value not in values:
@@ -98,28 +106,41 @@ def add_response_header(request: web.Request, name: str, value: str) -> bool:
     is the outermost and applies the headers (:func:`apply_response_headers`) once the inner
     ones have added theirs; the others only add.
     """
-    headers: _Headers | None = request.get(RESPONSE_HEADERS_KEY)
+    headers: PendingHeaders | None = request.get(RESPONSE_HEADERS_KEY)
     owner = headers is None
     if headers is None:
-        headers = request[RESPONSE_HEADERS_KEY] = _Headers()
+        headers = request[RESPONSE_HEADERS_KEY] = _pending()
     _add(headers, name, value)
     headers.applied_to = None
     return owner
 
 
-def add_response_headers(request: web.Request, headers: Mapping[str, str]) -> bool:
-    """:func:`add_response_header` for several headers at once (same return value)."""
-    pending: _Headers | None = request.get(RESPONSE_HEADERS_KEY)
+def claim_response_headers(
+    request: web.Request, headers: Mapping[str, str]
+) -> PendingHeaders | None:
+    """Add several headers; the first caller of a request gets the pending record back (to
+    hand to :func:`merge_response_headers` once the inner middlewares are done), the others
+    ``None``."""
+    pending: PendingHeaders | None = request.get(RESPONSE_HEADERS_KEY)
     if pending is None:
-        request[RESPONSE_HEADERS_KEY] = _Headers(headers)
-        return True
+        pending = request[RESPONSE_HEADERS_KEY] = _pending(headers)
+        return pending
     for name, value in headers.items():
         _add(pending, name, value)
     pending.applied_to = None
-    return False
+    return None
 
 
-def _merge(pending: _Headers, response: web.StreamResponse | web.HTTPException) -> None:
+def add_response_headers(request: web.Request, headers: Mapping[str, str]) -> bool:
+    """:func:`add_response_header` for several headers at once (same return value)."""
+    return claim_response_headers(request, headers) is not None
+
+
+def merge_response_headers(
+    pending: PendingHeaders, response: web.StreamResponse | web.HTTPException
+) -> None:
+    """Copy ``pending`` onto ``response`` (``Vary`` values merge); the caller checks that the
+    response is not prepared yet."""
     if pending.applied_to is response:
         return
     target = response.headers
@@ -139,14 +160,14 @@ def apply_response_headers(
     request: web.Request, response: web.StreamResponse | web.HTTPException
 ) -> None:
     """Copy the added headers onto ``response`` unless it was already prepared (sent)."""
-    pending: _Headers | None = request.get(RESPONSE_HEADERS_KEY)
+    pending: PendingHeaders | None = request.get(RESPONSE_HEADERS_KEY)
     if pending and not (isinstance(response, web.StreamResponse) and response.prepared):
-        _merge(pending, response)
+        merge_response_headers(pending, response)
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """``app.on_response_prepare`` hook: the added headers also reach streamed responses."""
-    pending: _Headers | None = request.get(RESPONSE_HEADERS_KEY)
-    if pending:
+    pending: PendingHeaders | None = request.get(RESPONSE_HEADERS_KEY)
+    if pending and pending.applied_to is not response:
         # Runs inside prepare(): the response counts as prepared, its headers are not sent yet.
-        _merge(pending, response)
+        merge_response_headers(pending, response)

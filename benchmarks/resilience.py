@@ -1,10 +1,21 @@
 """Happy-path overhead per call of the resilience policies, against tenacity, stamina,
 aiobreaker and the cheapest stdlib equivalent.
 
-Each figure is the overhead of one call in ns: the time of N calls of the wrapped function minus
-the time of N calls of the bare function, divided by N; the minimum of several repeats per round
-(``--repeats``), and the minimum over the alternating rounds. Every implementation wraps the same
-``async def`` that returns at once, in its decorator form.
+Each figure is the overhead of one call in ns. A round times N calls of the bare function, then
+N calls of the wrapped one, several times (5; 3 with ``--quick``), and takes
+``min(wrapped) - min(bare)`` per call over those repeats; the figure is the median of that over
+the alternating rounds. Every implementation wraps the same ``async def`` that returns at once,
+in its decorator form. ``bare_ns`` (impl ``bare``) is the bare call itself, the floor every
+figure is measured above (median over the rounds of the round's fastest bare loop).
+
+Why ``min(wrapped) - min(bare)``: timing noise on a shared machine only ever adds time, so the
+minimum of each loop over the repeats is the best estimate of its noise-free cost; each sits a
+little above its true floor, alike for both loops, so their difference has no pull towards low
+values. The minimum of the paired differences
+``wrapped - bare``, used before, picks the repeat whose bare loop was hit hardest by noise, so it
+is biased low and can even go negative (it gave -151 ns for a floor). The median of the paired
+differences is unbiased too but keeps the noise of both loops in every sample, so it scatters
+more. The median over rounds then keeps one unlucky round from moving the figure.
 
 Impls and metrics:
 
@@ -109,9 +120,9 @@ async def timed_loop(fn: Fn, n: int) -> int:
     return time.perf_counter_ns() - start
 
 
-async def overhead(fn: Fn, n: int, repeats: int) -> float:
-    """Min over ``repeats`` of (wrapped - bare) / n, in ns per call."""
-    best = float("inf")
+async def measure(fn: Fn, n: int, repeats: int) -> tuple[float, float]:
+    """``(min wrapped, min bare)`` over ``repeats`` paired loops of ``n`` calls, ns per call."""
+    best_wrapped = best_bare = float("inf")
     for _ in range(repeats):
         gc.collect()
         gc.disable()
@@ -120,8 +131,9 @@ async def overhead(fn: Fn, n: int, repeats: int) -> float:
             wrapped = await timed_loop(fn, n)
         finally:
             gc.enable()
-        best = min(best, (wrapped - bare) / n)
-    return best
+        best_bare = min(best_bare, bare / n)
+        best_wrapped = min(best_wrapped, wrapped / n)
+    return best_wrapped, best_bare
 
 
 def main() -> None:
@@ -138,21 +150,27 @@ def main() -> None:
             for fn in metrics.values():
                 loop.run_until_complete(timed_loop(fn, CHUNK))
 
-        def run(impl: str) -> dict[str, float]:
+        def run(impl: str) -> dict[str, tuple[float, float]]:
             n = slow_n if impl in ("tenacity", "stamina") else fast_n
             return {
-                metric: loop.run_until_complete(overhead(fn, n, repeats))
+                metric: loop.run_until_complete(measure(fn, n, repeats))
                 for metric, fn in wrapped[impl].items()
             }
 
         results = alternate(IMPLS, args.rounds, run)
     finally:
         loop.close()
+    # The round's fastest bare loop, over every impl's measurements in that round.
+    bare = [
+        min(pair[1] for impl in IMPLS for pair in results[impl][r].values())
+        for r in range(args.rounds)
+    ]
+    report.add("bare", "bare_ns", bare, "ns")
     for metric in ("retry_ns", "timeout_ns", "breaker_ns", "pipeline_ns"):
         for impl in IMPLS:
-            samples = [r[metric] for r in results[impl] if metric in r]
+            samples = [r[metric][0] - r[metric][1] for r in results[impl] if metric in r]
             if samples:
-                report.add(impl, metric, samples, "ns", reduce="min")
+                report.add(impl, metric, samples, "ns")
     report.ratio("retry_ns", "ours", "tenacity")
     report.ratio("retry_ns", "ours", "stamina")
     report.ratio("breaker_ns", "ours", "aiobreaker")

@@ -81,17 +81,3 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[StoreBackend]
 async def store(backend: StoreBackend) -> AbstractTaskStore:
     """One open store of the backend."""
     return await backend.open()
-
-
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0, tick: float = 0.01
-) -> None:
-    """Poll ``condition`` until it holds; fails the test after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            result = condition()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(tick)

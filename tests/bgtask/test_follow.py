@@ -10,9 +10,9 @@ import pytest
 
 from ai.backend.common.bgtask import TaskId, TaskNotFound
 from ai.backend.common.events import AbstractEvent, BgtaskDoneEvent, BgtaskUpdatedEvent
+from tests._helpers import until
 
 from ._stack import open_stack
-from .conftest import wait_until
 
 
 async def collect(events: object) -> list[AbstractEvent]:
@@ -23,7 +23,7 @@ async def test_follow_ends_with_final_event() -> None:
     async with open_stack() as stack:
         task_id = await stack.manager.start("steps")
         following = asyncio.create_task(collect(stack.follower.follow(task_id)))
-        await wait_until(lambda: stack.hub.statistics().propagators == 1)
+        await until(lambda: stack.hub.statistics().propagators == 1)
         stack.release.set()
         events = await following
         assert isinstance(events[-1], BgtaskDoneEvent)
@@ -42,7 +42,7 @@ async def test_follow_recovers_a_missed_final_event() -> None:
     async with open_stack(feed_hub=False, poll_interval=0.05) as stack:
         task_id = await stack.manager.start("steps")
         following = asyncio.create_task(collect(stack.follower.follow(task_id)))
-        await wait_until(lambda: stack.follower.statistics().store_polls >= 1)
+        await until(lambda: stack.follower.statistics().store_polls >= 1)
         stack.release.set()
         events = await following
         assert isinstance(events[-1], BgtaskDoneEvent)
@@ -69,7 +69,7 @@ async def test_closing_early_releases_the_propagator() -> None:
 
         # Cancelling a reader releases it too.
         reader = asyncio.create_task(collect(stack.follower.follow(task_id)))
-        await wait_until(lambda: stack.hub.statistics().propagators == 1)
+        await until(lambda: stack.hub.statistics().propagators == 1)
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader

@@ -24,9 +24,9 @@ from ai.backend.common.events import (
     EventDispatcher,
     EventHub,
 )
+from tests._helpers import until
 
 from ._node import Node, open_node
-from .conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE = 2.0
@@ -100,7 +100,7 @@ async def test_kill_9_owner_is_adopted(redis_url: str) -> None:
                     for r in records
                 )
 
-            await wait_until(both_progressing, within=30)
+            await until(both_progressing, within=30)
             victim.send_signal(signal.SIGKILL)
             victim.wait(10)
             killed_at = loop.time()
@@ -114,7 +114,7 @@ async def test_kill_9_owner_is_adopted(redis_url: str) -> None:
                         adopted_at[name] = loop.time()
                 return len(adopted_at) == len(ids)
 
-            await wait_until(adopted, within=6 * LEASE, tick=0.02)
+            await until(adopted, within=6 * LEASE, interval=0.02)
             for name, when in adopted_at.items():
                 assert when - killed_at <= 2 * LEASE, f"{name} adopted after {when - killed_at}"
 
@@ -164,9 +164,9 @@ async def test_paused_owner_is_fenced(redis_url: str) -> None:
                 record = await store.get(task_id)
                 return record is not None and (record.checkpoint or {}).get("node") == node
 
-            await wait_until(lambda: written_by("node-a"), within=30)
+            await until(lambda: written_by("node-a"), within=30)
             os.kill(paused.pid, signal.SIGSTOP)  # paused past its lease...
-            await wait_until(lambda: written_by("node-b"), within=6 * LEASE)
+            await until(lambda: written_by("node-b"), within=6 * LEASE)
             adopted = await store.get(task_id)
             assert adopted is not None
             assert adopted.owner == "node-b"
@@ -191,7 +191,7 @@ async def test_paused_owner_is_fenced(redis_url: str) -> None:
                 assert latest.checkpoint["node"] == "node-b"
                 return bool(latest.checkpoint["write"] > seen)
 
-            await wait_until(node_b_wrote_again)
+            await until(node_b_wrote_again)
             record = await store.get(task_id)
             assert record is not None
             assert record.owner == "node-b"

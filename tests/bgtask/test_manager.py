@@ -43,9 +43,8 @@ from ai.backend.common.message_queue import (
     MemoryMessageQueue,
     QueueConfig,
 )
+from tests._helpers import until
 from tests._vectors import load_vectors
-
-from .conftest import wait_until
 
 LEASE = 10.0
 BASE = BackgroundTaskConfig(
@@ -137,7 +136,7 @@ class Cluster:
         async def reached() -> bool:
             return (await self.record(task_id)).state in states
 
-        await wait_until(reached)
+        await until(reached)
         return await self.record(task_id)
 
     async def aclose(self) -> None:
@@ -215,7 +214,7 @@ async def test_start_runs_and_records_result(cluster: Cluster) -> None:
     assert node.statistics().owned == 0
     assert node.statistics().finished == 1
 
-    await wait_until(lambda: any(n == "bgtask_done" for n, _ in cluster.events_of(task_id)))
+    await until(lambda: any(n == "bgtask_done" for n, _ in cluster.events_of(task_id)))
     events = cluster.events_of(task_id)
     assert events[0] == (
         "bgtask_updated",
@@ -268,7 +267,7 @@ async def test_failure_and_partial_success(cluster: Cluster) -> None:
             for t in (bad.task_id, crashed.task_id, part.task_id)
         )
 
-    await wait_until(ended)
+    await until(ended)
     assert cluster.events_of(bad.task_id)[-1] == (
         "bgtask_failed",
         {"task_id": str(bad.task_id), "message": "InvalidArgument: n=7 is not allowed"},
@@ -301,7 +300,7 @@ async def test_adoption_resumes_or_fails(cluster: Cluster) -> None:
     never_started = await node_a.start("fragile")
     await cluster.wait_state(resumable, TaskState.RUNNING)
     await cluster.wait_state(fragile, TaskState.RUNNING)
-    await wait_until(lambda: len(gate.started) == 2)
+    await until(lambda: len(gate.started) == 2)
     assert (await cluster.record(never_started)).state is TaskState.PENDING
     assert (await cluster.record(resumable)).checkpoint == {"step": 5}
 
@@ -331,7 +330,7 @@ async def test_adoption_resumes_or_fails(cluster: Cluster) -> None:
     assert started.run_count == 1
     assert node_b.statistics().adopted == 3
     assert await cluster.store.list_tasks(states=[TaskState.RUNNING, TaskState.PENDING]) == []
-    await wait_until(lambda: cluster.events_of(fragile)[-1][0] == "bgtask_failed")
+    await until(lambda: cluster.events_of(fragile)[-1][0] == "bgtask_failed")
 
 
 async def test_lost_lease_stops_the_handler(cluster: Cluster) -> None:
@@ -364,12 +363,12 @@ async def test_lost_lease_stops_the_handler(cluster: Cluster) -> None:
     assert adopted.token == 2
 
     go.set()  # node-a wakes up and writes: rejected, and its handler is stopped
-    await wait_until(lambda: len(seen) == 2)
+    await until(lambda: len(seen) == 2)
     assert isinstance(seen[0], StaleFencingToken)
     assert "node-b" in str(seen[0])
     assert "token 2" in str(seen[0])
     assert isinstance(seen[1], asyncio.CancelledError)
-    await wait_until(lambda: node_a.statistics().owned == 0)
+    await until(lambda: node_a.statistics().owned == 0)
     assert node_a.statistics().lost == 1
     assert await cluster.record(task_id) == adopted  # nothing node-a did changed the record
 
@@ -380,11 +379,11 @@ async def test_heartbeat_stops_a_handler_whose_lease_was_taken(cluster: Cluster)
     node_a = await cluster.node("node-a", adopt=False)
     task_id = await node_a.start("fragile")
     await cluster.wait_state(task_id, TaskState.RUNNING)
-    await wait_until(lambda: len(gate.started) == 1)
+    await until(lambda: len(gate.started) == 1)
     cluster.expire()
     assert await cluster.store.adopt(task_id, "node-b", lease_ttl=LEASE) is not None
-    await wait_until(lambda: gate.cancelled == [task_id])
-    await wait_until(lambda: node_a.statistics().owned == 0)
+    await until(lambda: gate.cancelled == [task_id])
+    await until(lambda: node_a.statistics().owned == 0)
     record = await cluster.record(task_id)
     assert record.state is TaskState.RUNNING
     assert record.owner == "node-b"
@@ -396,7 +395,7 @@ async def test_cancel_from_another_node(cluster: Cluster) -> None:
     node_a = await cluster.node("node-a")
     node_b = await cluster.node("node-b")
     task_id = await node_a.start("fragile")
-    await wait_until(lambda: len(gate.started) == 1)
+    await until(lambda: len(gate.started) == 1)
 
     requested = await node_b.cancel(task_id)
     assert requested.cancel_requested
@@ -405,7 +404,7 @@ async def test_cancel_from_another_node(cluster: Cluster) -> None:
     assert gate.cancelled == [task_id]
     assert record.message == "cancelled on request"
     assert record.error_code == "bgtask_execute_canceled"
-    await wait_until(lambda: cluster.events_of(task_id)[-1][0] == "bgtask_cancelled")
+    await until(lambda: cluster.events_of(task_id)[-1][0] == "bgtask_cancelled")
     # Cancelling a final task returns it unchanged.
     assert (await node_b.cancel(task_id)).state is TaskState.CANCELLED
 
@@ -425,14 +424,14 @@ async def test_cancel_seen_by_heartbeat_when_notifications_are_lost(cluster: Clu
     node_a = await cluster.node("node-a", store=store)
     node_b = await cluster.node("node-b", store=store)
     task_id = await node_a.start("fragile")
-    await wait_until(lambda: len(gate.started) == 1)
+    await until(lambda: len(gate.started) == 1)
     await node_b.cancel(task_id)
 
     async def cancelled() -> bool:
         record = await store.get(task_id)
         return record is not None and record.state is TaskState.CANCELLED
 
-    await wait_until(cancelled)
+    await until(cancelled)
     assert gate.cancelled == [task_id]
 
 
@@ -441,7 +440,7 @@ async def test_cancel_on_the_owner_returns_the_final_record(cluster: Cluster) ->
     register_blocking(cluster, gate)
     node_a = await cluster.node("node-a")
     task_id = await node_a.start("fragile")
-    await wait_until(lambda: len(gate.started) == 1)
+    await until(lambda: len(gate.started) == 1)
     record = await node_a.cancel(task_id)
     assert record.state is TaskState.CANCELLED
     assert gate.cancelled == [task_id]
@@ -452,7 +451,7 @@ async def test_cancel_while_owner_is_gone(cluster: Cluster) -> None:
     register_blocking(cluster, gate)
     node_a = await cluster.node("node-a", adopt=False)
     task_id = await node_a.start("resumable")
-    await wait_until(lambda: len(gate.started) == 1)
+    await until(lambda: len(gate.started) == 1)
     await node_a.abort()
     node_b = await cluster.node("node-b")
     requested = await node_b.cancel(task_id)
@@ -489,7 +488,7 @@ async def test_handler_ignoring_cancel_is_recorded_after_grace(cluster: Cluster)
     assert "0.1 s grace period" in record.message
     assert swallowed == [1]
     release.set()
-    await wait_until(lambda: node.statistics().owned == 0)
+    await until(lambda: node.statistics().owned == 0)
     assert (await cluster.record(task_id)).state is TaskState.CANCELLED
 
 
@@ -501,7 +500,7 @@ async def test_shutdown_policies(cluster: Cluster, policy: ShutdownPolicy) -> No
     resumable = await node_a.start("resumable")
     fragile = await node_a.start("fragile")
     waiting = await node_a.start("fragile")
-    await wait_until(lambda: len(gate.started) == 2)
+    await until(lambda: len(gate.started) == 2)
 
     await node_a.aclose()
     assert sorted(gate.cancelled) == sorted([resumable, fragile])
@@ -538,7 +537,7 @@ async def test_drain_timeout_lets_tasks_finish(cluster: Cluster) -> None:
     register_blocking(cluster, gate)
     node = await cluster.node("node-a", drain_timeout=5.0)
     task_id = await node.start("fragile")
-    await wait_until(lambda: len(gate.started) == 1)
+    await until(lambda: len(gate.started) == 1)
     closing = asyncio.create_task(node.aclose())
     await asyncio.sleep(0.05)
     gate.opened.set()
@@ -572,7 +571,7 @@ async def test_progress_is_coalesced(cluster: Cluster) -> None:
     async def first_phase_written() -> bool:
         return (await cluster.record(task_id)).current == 100.0
 
-    await wait_until(first_phase_written)
+    await until(first_phase_written)
     assert node.statistics().progress_writes == 1  # 100 updates, one write
     phase_two.set()
     record = await node.wait(task_id)
@@ -595,7 +594,7 @@ async def test_final_progress_is_always_written(cluster: Cluster) -> None:
     task_id = await node.start("quick")
     record = await node.wait(task_id)
     assert (record.current, record.total) == (7.0, 10.0)  # ...but the final write has it
-    await wait_until(lambda: cluster.events_of(task_id)[-1][0] == "bgtask_done")
+    await until(lambda: cluster.events_of(task_id)[-1][0] == "bgtask_done")
     updates = [e for n, e in cluster.events_of(task_id) if n == "bgtask_updated"]
     assert [(u["current_progress"], u["message"]) for u in updates] == [
         (0.0, "Task started"),
@@ -617,7 +616,7 @@ async def test_events_match_upstream_vectors(cluster: Cluster) -> None:
     node = await cluster.node("node-a")
     assert await node.start("vector", task_id=task_id) == task_id
     await node.wait(task_id)
-    await wait_until(lambda: any(n == "bgtask_done" for n, _ in cluster.events))
+    await until(lambda: any(n == "bgtask_done" for n, _ in cluster.events))
     payloads = {(n, p) for n, p in cluster.events}
     assert ("bgtask_updated", updated["event_json"]) in payloads
     assert ("bgtask_done", done["event_json"]) in payloads
@@ -732,7 +731,7 @@ async def test_retention_purges_finished_tasks(cluster: Cluster) -> None:
     async def purged() -> bool:
         return await cluster.store.get(task_id) is None
 
-    await wait_until(purged)  # the sweep loop did it
+    await until(purged)  # the sweep loop did it
     assert cluster.store.keys() == []
     with pytest.raises(TaskNotFound):
         await node.get(task_id)
@@ -762,7 +761,7 @@ async def test_unknown_names_are_left_to_capable_nodes_first(cluster: Cluster) -
     register_blocking(cluster, gate)
     node_a = await cluster.node("node-a", adopt=False)
     task_id = await node_a.start("resumable")
-    await wait_until(lambda: len(gate.started) == 1)
+    await until(lambda: len(gate.started) == 1)
     await node_a.abort()
     incapable = await cluster.node("node-x", registry=TaskRegistry(), adopt=False)
     cluster.expire()
@@ -791,7 +790,7 @@ async def test_a_node_does_not_adopt_its_own_running_task(cluster: Cluster) -> N
     register_blocking(cluster, gate)
     node_a = await cluster.node("node-a", adopt=False, heartbeat_interval=5.0)
     task_id = await node_a.start("fragile")
-    await wait_until(lambda: len(gate.started) == 1)
+    await until(lambda: len(gate.started) == 1)
     cluster.expire()  # node-a is slow to renew, but alive and still running it
     assert await node_a.adopt_expired() == []
     node_b = await cluster.node("node-b", adopt=False)

@@ -18,9 +18,9 @@ from ai.backend.common.bgtask import (
 from ai.backend.common.bgtask.redis import RedisTaskStore
 from ai.backend.common.clients.valkey import ValkeyTarget
 from ai.backend.common.exception import InvalidArgument
+from tests._helpers import until
 
 from ._node import REGISTRY, Steps, open_node
-from .conftest import wait_until
 
 LEASE = 2.0
 
@@ -48,8 +48,8 @@ async def test_no_key_left_after_retention(redis_url: str, tasks: int) -> None:
                 ids.extend(await asyncio.gather(*batch))
             assert len(set(ids)) == tasks
 
-            await wait_until(lambda: manager.statistics().finished == tasks, within=120)
-            await wait_until(lambda: manager.statistics().owned == 0)
+            await until(lambda: manager.statistics().finished == tasks, within=120)
+            await until(lambda: manager.statistics().owned == 0)
             assert len(await manager.list_tasks(tag="all", states=[TaskState.SUCCEEDED])) == tasks
             # Every task left its hash, its index entries and its cached event behind so far.
             assert len(await scan(client, "bgtask:t:*")) == tasks
@@ -59,7 +59,7 @@ async def test_no_key_left_after_retention(redis_url: str, tasks: int) -> None:
                 await manager.purge_expired()
                 return await scan(client, "bgtask*") == []
 
-            await wait_until(nothing_left, within=60, tick=0.2)
+            await until(nothing_left, within=60, interval=0.2)
             assert await manager.list_tasks(tag="all") == []
     finally:
         await client.aclose()
@@ -91,7 +91,7 @@ async def test_cancel_from_second_node(redis_url: str) -> None:
             record = await node_b.store.get(task_id)
             return record is not None and record.state is TaskState.CANCELLED
 
-        await wait_until(cancelled)
+        await until(cancelled)
         assert seen == ["cancelled"]
         record = await node_b.manager.get(task_id)
         assert record.message == "cancelled on request"
@@ -109,7 +109,7 @@ async def test_handover_between_nodes(redis_url: str) -> None:
                 record = await node_a.store.get(task_id)
                 return record is not None and record.current >= 2
 
-            await wait_until(progressing)
+            await until(progressing)
         # node-a closed with the default policy (hand over): node-b resumes it without
         # waiting for a lease to expire.
         record = await node_b.manager.wait(task_id, poll_interval=0.05)

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from ai.backend.common.bgtask import BgtaskMetrics, TaskFollower
 from ai.backend.common.bgtask.sse import format_sse, make_task_events_handler
+from tests._helpers import until
 
 from ._stack import open_stack
-from .conftest import wait_until
 
 ROUTE = "/events/background-task"
 
@@ -71,7 +71,7 @@ async def test_stream_ends_with_final_event() -> None:
         assert received[-2][0] == "bgtask_done"
         assert json.loads(received[-2][1]) == {"task_id": str(task_id), "message": "finished"}
         assert all(name == "bgtask_updated" for name, _ in received[:-2])
-        await wait_until(lambda: registry.get_sample_value("backendai_bgtask_sse_streams") == 0)
+        await until(lambda: registry.get_sample_value("backendai_bgtask_sse_streams") == 0)
 
 
 async def test_early_disconnect_releases_everything() -> None:
@@ -98,7 +98,7 @@ async def test_early_disconnect_releases_everything() -> None:
                 and registry.get_sample_value("backendai_bgtask_sse_streams") == 0
             )
 
-        await wait_until(released)
+        await until(released)
         # No series was ever labelled with the task.
         for family in registry.collect():
             for sample in family.samples:

@@ -13,13 +13,15 @@ from typing import Any
 
 import pytest
 
-from ai.backend.common.clients.etcd import AsyncEtcd, EtcdClient, MemoryEtcd, MemoryEtcdServer
+from ai.backend.common.clients.etcd import AsyncEtcd
 from ai.backend.common.clients.valkey import ValkeyClient, ValkeyTarget
 from ai.backend.common.leader import (
     AbstractLeaderElection,
     EtcdLeaderElection,
     RedisLeaderElection,
 )
+from tests._etcd import etcd_client_factory
+from tests._helpers import mark_slow_on_real_backends
 
 
 class ElectionEnv:
@@ -106,34 +108,15 @@ def _redis_env(url: str, ttl: float) -> ElectionEnv:
 )
 async def election_env(request: pytest.FixtureRequest) -> AsyncIterator[ElectionEnv]:
     """A shared election backend."""
-    if request.param == "etcd-memory":
-        server = MemoryEtcdServer()
-        env = _etcd_env(lambda: MemoryEtcd("leader", server=server), ttl=1.0)
-    elif request.param == "etcd":
-        endpoint = request.getfixturevalue("etcd_endpoint")
-        env = _etcd_env(lambda: EtcdClient(endpoint, "leader"), ttl=2.0)
-    else:
+    if request.param == "redis":
         env = _redis_env(request.getfixturevalue("redis_url"), ttl=1.0)
+    else:  # etcd leases last at least about 2 s on a real server
+        ttl = 2.0 if request.param == "etcd" else 1.0
+        env = _etcd_env(etcd_client_factory(request, request.param, "leader"), ttl=ttl)
     try:
         yield env
     finally:
         await env.aclose()
-
-
-def _mark_slow_on_real_backends(
-    items: list[pytest.Item], module: str, fixture: str, tests: frozenset[str], real: frozenset[str]
-) -> None:
-    """Mark the real-backend runs of the tests that must wait out real TTLs as ``slow``.
-
-    The same tests always run (fast, on a manual clock) on the in-memory backends.
-    """
-    for item in items:
-        if not item.nodeid.startswith(module):
-            continue
-        callspec = getattr(item, "callspec", None)
-        name = getattr(item, "originalname", item.name)
-        if callspec is not None and name in tests and callspec.params.get(fixture) in real:
-            item.add_marker(pytest.mark.slow)
 
 
 _SLOW_ON_REAL = frozenset(
@@ -150,7 +133,7 @@ _REAL = frozenset(
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Real-TTL waits of the suite are slow on real backends (see the helper above)."""
-    _mark_slow_on_real_backends(
+    """Real-TTL waits of the suite are slow on real backends (the in-memory runs are fast)."""
+    mark_slow_on_real_backends(
         items, "tests/leader/test_election_conformance.py", "election_env", _SLOW_ON_REAL, _REAL
     )

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from ai.backend.common.clients.etcd import MemoryEtcd, MemoryEtcdServer
 from ai.backend.common.leader import EtcdLeaderElection, LeaderCron, run_on_leader
-
-
-async def _wait(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
+from tests._helpers import until
 
 
 async def test_runs_only_on_the_leader() -> None:
@@ -34,14 +26,14 @@ async def test_runs_only_on_the_leader() -> None:
         a = EtcdLeaderElection(etcd_a, "a", name="sweeper", ttl=1.0)
         b = EtcdLeaderElection(etcd_b, "b", name="sweeper", ttl=1.0)
         await a.open()
-        await _wait(lambda: a.is_leader)
+        await until(lambda: a.is_leader)
         await b.open()
         async with run_on_leader(a, 0.01, counter("a")), run_on_leader(b, 0.01, counter("b")):
-            await _wait(lambda: runs["a"] >= 5)
+            await until(lambda: runs["a"] >= 5)
             assert runs["b"] == 0  # b is not leader: its task never ran
             await a.abort()  # the leader dies; b takes over within a lease
             frozen = runs["a"]
-            await _wait(lambda: runs["b"] >= 5)
+            await until(lambda: runs["b"] >= 5)
             assert runs["a"] == frozen
         await b.aclose()
 
@@ -63,7 +55,7 @@ async def test_errors_are_reported_and_the_schedule_goes_on() -> None:
         cron = LeaderCron(election, on_error=lambda name, exc: errors.append((name, exc)))
         cron.add("flaky", 0.01, flaky)
         async with cron:
-            await _wait(lambda: calls >= 6)
+            await until(lambda: calls >= 6)
         stats = cron.statistics()
     assert stats.failures["flaky"] >= 3
     assert stats.runs["flaky"] >= 2

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests._helpers import until
+
 TTL = 2.0
 
 _CANDIDATE = r"""
@@ -89,17 +91,6 @@ async def _spawn(backend: str, addr: str, role: str, server_id: str) -> Candidat
     return Candidate(server_id, proc)
 
 
-async def _until(predicate: Any, within: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if predicate():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {within} s waiting for {what}") from None
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", [pytest.param("etcd", marks=pytest.mark.etcd), "redis"])
 async def test_killed_leader_hands_over_within_one_lease(
@@ -112,7 +103,7 @@ async def test_killed_leader_hands_over_within_one_lease(
     try:
         async with asyncio.TaskGroup() as tg:
             readers = [tg.create_task(c.read()) for c in cands]
-            await _until(lambda: any(c.led() for c in cands), 20, "a first leader")
+            await until(lambda: any(c.led() for c in cands), 20, "a first leader")
             # Over more than a lease period, exactly one of them leads.
             await asyncio.sleep(TTL * 1.5)
             assert [c.led() for c in cands].count(True) == 1
@@ -120,7 +111,7 @@ async def test_killed_leader_hands_over_within_one_lease(
             other = next(c for c in cands if c is not leader)
             os.kill(leader.proc.pid, signal.SIGKILL)
             await leader.proc.wait()
-            await _until(other.led, TTL + 1.5, "the other candidate to take over")
+            await until(other.led, TTL + 1.5, "the other candidate to take over")
             # The new term starts only after the killed leader's certainty had ended.
             assert other.leader_at() >= leader.last_valid_until() > 0
             for c in cands:

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from ai.backend.common.clients.etcd import EtcdClient, MemoryEtcd, MemoryEtcdServer
 from ai.backend.common.clients.valkey import ValkeyClient, ValkeyTarget
 from ai.backend.common.lock import AbstractDistributedLock, EtcdLock, FileLock, RedisLock
+from tests._etcd import etcd_client_factory
+from tests._helpers import mark_slow_on_real_backends
 
 
 class LockEnv:
@@ -59,10 +60,7 @@ async def lock_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             return FileLock(tmp_path / f"{name}.lock", **kw)
 
     elif request.param in ("etcd-memory", "etcd"):
-        if request.param == "etcd":
-            etcd: Any = EtcdClient(request.getfixturevalue("etcd_endpoint"), "locks")
-        else:
-            etcd = MemoryEtcd("locks", server=MemoryEtcdServer())
+        etcd = etcd_client_factory(request, request.param, "locks")()
         await etcd.open()
         cleanups.append(etcd.aclose)
 
@@ -86,22 +84,6 @@ async def lock_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         await env.aclose()
 
 
-def _mark_slow_on_real_backends(
-    items: list[pytest.Item], module: str, fixture: str, tests: frozenset[str], real: frozenset[str]
-) -> None:
-    """Mark the real-backend runs of the tests that must wait out real TTLs as ``slow``.
-
-    The same tests always run (fast, on a manual clock) on the in-memory backends.
-    """
-    for item in items:
-        if not item.nodeid.startswith(module):
-            continue
-        callspec = getattr(item, "callspec", None)
-        name = getattr(item, "originalname", item.name)
-        if callspec is not None and name in tests and callspec.params.get(fixture) in real:
-            item.add_marker(pytest.mark.slow)
-
-
 _SLOW_ON_REAL = frozenset(
     {
         "test_expired_holder_cannot_free_next",
@@ -116,7 +98,7 @@ _REAL = frozenset(
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Real-TTL waits of the suite are slow on real backends (see the helper above)."""
-    _mark_slow_on_real_backends(
+    """Real-TTL waits of the suite are slow on real backends (the in-memory runs are fast)."""
+    mark_slow_on_real_backends(
         items, "tests/lock/test_lock_conformance.py", "lock_env", _SLOW_ON_REAL, _REAL
     )

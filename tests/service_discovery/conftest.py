@@ -8,8 +8,6 @@ revoked, keys deleted). Suite tests use only these and the interface.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,10 +18,7 @@ import redis.asyncio as aioredis
 
 from ai.backend.common.clients.etcd import (
     AsyncEtcd,
-    EtcdClient,
     ManualClock,
-    MemoryEtcd,
-    MemoryEtcdServer,
 )
 from ai.backend.common.service_discovery import (
     AbstractServiceDiscovery,
@@ -37,6 +32,9 @@ from ai.backend.common.service_discovery import (
     ServiceMetadata,
     WallClock,
 )
+from tests._etcd import etcd_client_factory, manual_pass_time, real_pass_time
+from tests._etcd import private_etcd as private_etcd
+from tests._helpers import mark_slow_on_real_backends
 
 TTL = 2
 """Record TTL of every backend in the suite (seconds; etcd's minimum lease is about 2 s)."""
@@ -96,23 +94,6 @@ class SDEnv:
             await fn()
 
 
-async def _real_sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)
-
-
-def _manual_pass(clock: ManualClock) -> Callable[[float], Awaitable[None]]:
-    async def pass_time(seconds: float) -> None:
-        step = 0.05
-        elapsed = 0.0
-        while elapsed < seconds:
-            clock.advance(step)
-            elapsed += step
-            for _ in range(8):
-                await asyncio.sleep(0)
-
-    return pass_time
-
-
 def _memory_env() -> SDEnv:
     env = SDEnv("memory")
     clock = ManualClock()
@@ -127,7 +108,7 @@ def _memory_env() -> SDEnv:
         for record in registry.all():
             registry.delete(record.key)
 
-    env.make, env.pass_time, env.lose = make, _manual_pass(clock), lose
+    env.make, env.pass_time, env.lose = make, manual_pass_time(clock), lose
     return env
 
 
@@ -169,7 +150,7 @@ def _redis_env(url: str) -> SDEnv:
         finally:
             await client.aclose()
 
-    env.make, env.pass_time, env.lose = make, _real_sleep, lose
+    env.make, env.pass_time, env.lose = make, real_pass_time, lose
     return env
 
 
@@ -190,11 +171,11 @@ async def sd_env(request: pytest.FixtureRequest) -> AsyncIterator[SDEnv]:
         env = _memory_env()
     elif request.param == "etcd-memory":
         clock = ManualClock()
-        server = MemoryEtcdServer(clock=clock)
-        env = _etcd_env("etcd-memory", lambda: MemoryEtcd(ns, server=server), _manual_pass(clock))
+        clients = etcd_client_factory(request, "etcd-memory", ns, clock=clock)
+        env = _etcd_env("etcd-memory", clients, manual_pass_time(clock))
     elif request.param in ("etcd", "cached-etcd"):
-        endpoint = request.getfixturevalue("etcd_endpoint")
-        env = _etcd_env(request.param, lambda: EtcdClient(endpoint, ns), _real_sleep)
+        clients = etcd_client_factory(request, "etcd", ns)
+        env = _etcd_env(request.param, clients, real_pass_time)
     else:
         env = _redis_env(request.getfixturevalue("redis_url"))
     try:
@@ -207,39 +188,6 @@ async def sd_env(request: pytest.FixtureRequest) -> AsyncIterator[SDEnv]:
 async def sd(sd_env: SDEnv) -> AbstractServiceDiscovery:
     """The first instance of ``sd_env``."""
     return await sd_env.open()
-
-
-async def eventually(
-    predicate: Callable[[], Awaitable[bool] | bool], within: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll a (sync or async) predicate until it holds; fail naming ``what`` at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def _mark_slow_on_real_backends(
-    items: list[pytest.Item], module: str, fixture: str, tests: frozenset[str], real: frozenset[str]
-) -> None:
-    """Mark the real-backend runs of the tests that must wait out real TTLs as ``slow``.
-
-    The same tests always run (fast, on a manual clock) on the in-memory backends.
-    """
-    for item in items:
-        if not item.nodeid.startswith(module):
-            continue
-        callspec = getattr(item, "callspec", None)
-        name = getattr(item, "originalname", item.name)
-        if callspec is not None and name in tests and callspec.params.get(fixture) in real:
-            item.add_marker(pytest.mark.slow)
 
 
 _SLOW_ON_REAL = frozenset(
@@ -258,8 +206,8 @@ _REAL = frozenset(
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Real-TTL waits of the suite are slow on real backends (see the helper above)."""
-    _mark_slow_on_real_backends(
+    """Real-TTL waits of the suite are slow on real backends (the in-memory runs are fast)."""
+    mark_slow_on_real_backends(
         items,
         "tests/service_discovery/test_discovery_conformance.py",
         "sd_env",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,19 +17,10 @@ from ai.backend.common.service_discovery import (
     EtcdServiceDiscovery,
     ServiceNotFound,
 )
-from tests._harness.etcd import EtcdServer, start_etcd_server
+from tests._harness.etcd import EtcdServer
+from tests._helpers import until
 
-from .conftest import eventually, make_record
-
-
-@pytest.fixture
-def private_etcd() -> Iterator[EtcdServer]:
-    """A single-member etcd of this test alone (it gets killed)."""
-    server = start_etcd_server()
-    try:
-        yield server
-    finally:
-        server.destroy(grace=1.0)
+from .conftest import make_record
 
 
 @pytest.mark.etcd
@@ -66,19 +56,19 @@ async def test_cache_follows_other_writers_and_expiry() -> None:
         first, second = make_record("agent", port=1), make_record("agent", port=2)
         await writer.register(first)
         await writer.register(second)
-        await eventually(lambda: len(cache.lookup_group("agent")) == 2, what="two records")
+        await until(lambda: len(cache.lookup_group("agent")) == 2, what="two records")
         changed = first.model_copy(update={"labels": {"zone": "b"}})
         await writer.register(changed)
-        await eventually(lambda: cache.lookup("agent", first.id) == changed, what="the update")
+        await until(lambda: cache.lookup("agent", first.id) == changed, what="the update")
         await writer.deregister("agent", second.id)
-        await eventually(lambda: cache.lookup("agent", second.id) is None, what="the deletion")
+        await until(lambda: cache.lookup("agent", second.id) is None, what="the deletion")
         await writer.abort()  # its lease is no longer kept alive
 
         def expired() -> bool:
             clock.advance(1.0)
             return cache.lookup("agent", first.id) is None
 
-        await eventually(expired, what="the expiry of the crashed writer's record")
+        await until(expired, what="the expiry of the crashed writer's record")
         assert cache.snapshot() == []
         stats = cache.cache_statistics()
         assert stats.records == 0
@@ -96,7 +86,7 @@ async def test_resync_after_compaction() -> None:
     ):
         before = make_record("agent", port=1)
         await writer.register(before)
-        await eventually(lambda: cache.lookup("agent", before.id) is not None, what="a record")
+        await until(lambda: cache.lookup("agent", before.id) is not None, what="a record")
         # The cache's stream breaks; while it is away, records change and history is compacted,
         # so it cannot resume where it stopped.
         assert etcd_a.simulate_disconnect() == 1
@@ -111,7 +101,7 @@ async def test_resync_after_compaction() -> None:
                 and cache.lookup("agent", before.id) is None
             )
 
-        await eventually(resynced, what="the cache to re-read everything")
+        await until(resynced, what="the cache to re-read everything")
         assert cache.cache_statistics().resyncs == 2
 
 

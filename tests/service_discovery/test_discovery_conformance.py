@@ -13,8 +13,9 @@ from ai.backend.common.service_discovery import (
     ServiceDiscoveryClosed,
     ServiceNotFound,
 )
+from tests._helpers import until
 
-from .conftest import TTL, SDEnv, eventually, make_record
+from .conftest import TTL, SDEnv, make_record
 
 
 async def test_register_then_get(sd: AbstractServiceDiscovery) -> None:
@@ -112,7 +113,7 @@ async def test_records_of_other_instances_are_visible(sd_env: SDEnv) -> None:
             }
         )
 
-    await eventually(both_see_both, what="both instances to see both records")
+    await until(both_see_both, what="both instances to see both records")
 
 
 async def test_records_stay_while_owner_is_open(
@@ -135,17 +136,17 @@ async def test_crashed_owner_records_expire(sd_env: SDEnv) -> None:
         await sd_env.pass_time(0.2)
         return [r.id for r in await survivor.get_service_group("agent")] == [kept.id]
 
-    await eventually(expired, within=TTL + 10, what="the crashed owner's record to expire")
+    await until(expired, within=TTL + 10, what="the crashed owner's record to expire")
 
 
 async def test_close_removes_own_records(sd_env: SDEnv) -> None:
     watcher, closing = await sd_env.open(), await sd_env.open()
     record = make_record("storage")
     await closing.register(record)
-    await eventually(lambda: _has(watcher, record.id), what="the record to be visible")
+    await until(lambda: _has(watcher, record.id), what="the record to be visible")
     await closing.aclose()
     await closing.aclose()  # idempotent
-    await eventually(lambda: _lacks(watcher, record.id), what="the closed owner's record to go")
+    await until(lambda: _lacks(watcher, record.id), what="the closed owner's record to go")
 
 
 async def test_lost_records_are_restored(sd_env: SDEnv) -> None:
@@ -159,7 +160,7 @@ async def test_lost_records_are_restored(sd_env: SDEnv) -> None:
         await sd_env.pass_time(0.2)
         return bool(events) and await _has(sd, record.id)
 
-    await eventually(restored, within=TTL + 10, what="the record to be restored")
+    await until(restored, within=TTL + 10, what="the record to be restored")
     assert events[0].services == (record.key,)
     assert sd.statistics().restorations >= 1
     assert await sd.get_service("manager", record.id) == record

@@ -32,8 +32,9 @@ from ai.backend.common.service_discovery import (
 )
 from tests._harness.etcd import EtcdCluster
 from tests._harness.ports import free_port
+from tests._helpers import until
 
-from .conftest import eventually, make_record
+from .conftest import make_record
 
 TTL = 2
 
@@ -124,7 +125,7 @@ async def test_killed_process_record_disappears(
             assert proc.stdout is not None
             async with asyncio.timeout(30):
                 service_id = uuid.UUID((await proc.stdout.readline()).decode().strip())
-            await eventually(lambda: _listed(sd, service_id), what="the service to be registered")
+            await until(lambda: _listed(sd, service_id), what="the service to be registered")
             assert str(service_id) in await _sd_ids(session, url)
 
             os.kill(proc.pid, signal.SIGKILL)
@@ -136,7 +137,7 @@ async def test_killed_process_record_disappears(
                 )
 
             # The issue's bound is TTL + 1 s; the deadline leaves slack for a loaded machine.
-            await eventually(gone, within=TTL + 4, what="the killed service's record to vanish")
+            await until(gone, within=TTL + 4, what="the killed service's record to vanish")
             with pytest.raises(ServiceNotFound):
                 await sd.get_service("agent", service_id)
         finally:
@@ -234,7 +235,7 @@ async def test_real_prometheus_discovers_and_scrapes(tmp_path: Path) -> None:
                 up = {t["labels"]["instance"] for t in active if t["health"] == "up"}
                 return up == want
 
-            await eventually(all_up, within=60, what="Prometheus to scrape both targets")
+            await until(all_up, within=60, what="Prometheus to scrape both targets")
             active = await targets()
             by_instance = {t["labels"]["instance"]: t for t in active}
             for record in records:
@@ -249,7 +250,7 @@ async def test_real_prometheus_discovers_and_scrapes(tmp_path: Path) -> None:
                     result = (await resp.json())["data"]["result"]
                 return {r["metric"]["service"] for r in result} == {"alpha", "beta"}
 
-            await eventually(scraped, within=30, what="the scraped samples")
+            await until(scraped, within=30, what="the scraped samples")
 
             # A deregistered service is dropped from Prometheus' targets.
             await sd.deregister("agent", records[1].id)
@@ -258,7 +259,7 @@ async def test_real_prometheus_discovers_and_scrapes(tmp_path: Path) -> None:
             async def dropped() -> bool:
                 return {t["labels"]["instance"] for t in await targets()} == want
 
-            await eventually(dropped, within=30, what="Prometheus to drop the deregistered one")
+            await until(dropped, within=30, what="Prometheus to drop the deregistered one")
         finally:
             if proc.returncode is None:
                 proc.terminate()
@@ -296,7 +297,7 @@ async def test_etcd_leader_kill_keeps_discovery_working(etcd_cluster: EtcdCluste
         # Another process's registration reaches the cache through its (resumed) watch.
         elsewhere = make_record("manager", port=3)
         await other.register(elsewhere)
-        await eventually(
+        await until(
             lambda: cache.lookup("manager", elsewhere.id) == elsewhere,
             within=20,
             what="the cache's watch to carry on",

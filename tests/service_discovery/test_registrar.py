@@ -19,8 +19,9 @@ from ai.backend.common.service_discovery import (
     ServiceNotFound,
     ServiceRegistrar,
 )
+from tests._helpers import until
 
-from .conftest import eventually, make_record
+from .conftest import make_record
 
 
 async def test_events_are_published() -> None:
@@ -33,7 +34,7 @@ async def test_events_are_published() -> None:
         producer = EventProducer(queue, "storage-proxy-1")
         async with ServiceRegistrar(sd, record, producer=producer, heartbeat_interval=0.05) as reg:
             assert await sd.get_service("storage-proxy", record.id) == reg.record
-            await eventually(lambda: reg.statistics().heartbeats >= 2, what="two heartbeats")
+            await until(lambda: reg.statistics().heartbeats >= 2, what="two heartbeats")
         with_id = await _drain(queue)
         with pytest.raises(ServiceNotFound):
             await sd.get_service("storage-proxy", record.id)
@@ -64,12 +65,12 @@ async def test_heartbeat_failures_are_reported(redis_server_factory: Any) -> Non
         ) as reg,
     ):
         await asyncio.to_thread(server.kill)
-        await eventually(lambda: len(errors) >= 2, what="two failed heartbeats")
+        await until(lambda: len(errors) >= 2, what="two failed heartbeats")
         assert all(isinstance(e, ServiceDiscoveryUnavailable) for e in errors)
         beats = reg.statistics().heartbeats
         await asyncio.to_thread(server.start)  # empty again: the heartbeat writes it back
-        await eventually(lambda: reg.statistics().heartbeats > beats, what="heartbeats again")
-        await eventually(lambda: _present(sd, record), what="the record to be back")
+        await until(lambda: reg.statistics().heartbeats > beats, what="heartbeats again")
+        await until(lambda: _present(sd, record), what="the record to be back")
     assert reg.statistics().heartbeat_failures >= 2
 
 

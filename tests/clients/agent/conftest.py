@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -54,10 +53,3 @@ async def pool(metrics: AgentRPCMetrics) -> AsyncIterator[AgentRPCPool]:
     """A pool with short timeouts."""
     async with AgentRPCPool(call_timeout=10.0, connect_timeout=5.0, metrics=metrics) as p:
         yield p
-
-
-async def until(predicate: Callable[[], bool], *, deadline: float = 30.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``deadline`` seconds."""
-    async with asyncio.timeout(deadline):
-        while not predicate():  # noqa: ASYNC110 (a condition with a deadline, not an event)
-            await asyncio.sleep(0.005)

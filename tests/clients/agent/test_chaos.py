@@ -6,9 +6,9 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
@@ -23,6 +23,7 @@ from ai.backend.common.clients.agent import (
 from ai.backend.common.exception import BackendAIError
 from ai.backend.common.resilience import BreakerStateName, CircuitBreaker, FakeClock, Pipeline
 from tests._harness.ports import free_port
+from tests._helpers import until
 
 _MAIN = Path(__file__).with_name("_agent_main.py")
 _REPO = Path(__file__).resolve().parents[3]
@@ -66,14 +67,6 @@ async def agent_process() -> AsyncIterator[_AgentProcess]:
         await agent.kill()
 
 
-async def _until(
-    predicate: Callable[[], Coroutine[Any, Any, bool]], *, deadline: float = 30.0
-) -> None:
-    async with asyncio.timeout(deadline):
-        while not await predicate():  # noqa: ASYNC110 (each probe is itself a call)
-            await asyncio.sleep(0.01)
-
-
 @pytest.mark.slow
 async def test_agent_killed_mid_call(agent_process: _AgentProcess) -> None:
     clock = FakeClock(auto_advance=True)
@@ -109,7 +102,7 @@ async def test_agent_killed_mid_call(agent_process: _AgentProcess) -> None:
                 pass
             return breaker.state is BreakerStateName.OPEN
 
-        await _until(opened)
+        await until(opened)
         with pytest.raises(AgentCircuitOpen):
             await peer.call.echo(3)
 

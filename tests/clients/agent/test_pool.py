@@ -29,8 +29,7 @@ from ai.backend.common.contexts import bind_request_id, bind_traceparent, bind_u
 from ai.backend.common.data.user import UserData
 from ai.backend.common.resilience import FakeClock, Retry
 from tests._harness.ports import free_port
-
-from .conftest import until
+from tests._helpers import until
 
 
 def _resources() -> tuple[int, int, int]:

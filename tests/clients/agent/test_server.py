@@ -19,8 +19,7 @@ from ai.backend.common.clients.agent import (
 )
 from ai.backend.common.clients.agent.exceptions import AgentAuthenticationFailed
 from ai.backend.common.exception import ObjectNotFound
-
-from .conftest import until
+from tests._helpers import until
 
 
 async def test_remote_error_carried(server: AgentRPCServer, pool: AgentRPCPool) -> None:

@@ -9,7 +9,6 @@ history. Suite tests use only these and the interface, never the backend's name.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
@@ -27,6 +26,9 @@ from ai.backend.common.clients.etcd import (
     WatchEvent,
     make_scope_prefix_map,
 )
+from tests._etcd import manual_pass_time, real_pass_time
+from tests._etcd import private_etcd as private_etcd
+from tests._helpers import mark_slow_on_real_backends
 
 SCOPES = make_scope_prefix_map(scaling_group="sg-a", node_kind="agents", node_id="i-01")
 """Scope prefixes of the clients the suite opens (global, scaling group, node)."""
@@ -74,25 +76,17 @@ def _memory_env() -> EtcdEnv:
     clock = ManualClock()
     server = MemoryEtcdServer(clock=clock)
 
-    async def pass_time(seconds: float) -> None:
-        step = 0.05
-        elapsed = 0.0
-        while elapsed < seconds:
-            clock.advance(step)
-            elapsed += step
-            for _ in range(5):
-                await asyncio.sleep(0)
-
     async def compact(revision: int) -> None:
         server.compact(revision)
 
-    return EtcdEnv(lambda ns, scopes: MemoryEtcd(ns, scopes, server=server), pass_time, compact)
+    return EtcdEnv(
+        lambda ns, scopes: MemoryEtcd(ns, scopes, server=server),
+        manual_pass_time(clock, turns=5),
+        compact,
+    )
 
 
 def _real_env(endpoint: str) -> EtcdEnv:
-    async def pass_time(seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
     async def compact(revision: int) -> None:
         host, _, port = endpoint.rpartition(":")
         async with aetcd.Client(host=host, port=int(port)) as raw:
@@ -101,7 +95,7 @@ def _real_env(endpoint: str) -> EtcdEnv:
     def make(ns: str, scopes: Mapping[ConfigScopes, str]) -> AsyncEtcd:
         return EtcdClient([endpoint], ns, scopes, request_timeout=5.0, failover_timeout=5.0)
 
-    return EtcdEnv(make, pass_time, compact)
+    return EtcdEnv(make, real_pass_time, compact)
 
 
 @pytest.fixture(params=["memory", pytest.param("etcd", marks=pytest.mark.etcd)])
@@ -123,23 +117,6 @@ async def etcd(etcd_env: EtcdEnv) -> AsyncEtcd:
     return await etcd_env.open()
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool] | bool], within: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll a (sync or async) predicate until it holds; fail naming ``what`` at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def next_events(watch: EtcdWatch, n: int, within: float = 10.0) -> list[WatchEvent]:
     """The next ``n`` events of a watch, within ``within`` seconds."""
     events: list[WatchEvent] = []
@@ -147,22 +124,6 @@ async def next_events(watch: EtcdWatch, n: int, within: float = 10.0) -> list[Wa
         while len(events) < n:
             events.append(await watch.__anext__())
     return events
-
-
-def _mark_slow_on_real_backends(
-    items: list[pytest.Item], module: str, fixture: str, tests: frozenset[str], real: frozenset[str]
-) -> None:
-    """Mark the real-backend runs of the tests that must wait out real TTLs as ``slow``.
-
-    The same tests always run (fast, on a manual clock) on the in-memory backends.
-    """
-    for item in items:
-        if not item.nodeid.startswith(module):
-            continue
-        callspec = getattr(item, "callspec", None)
-        name = getattr(item, "originalname", item.name)
-        if callspec is not None and name in tests and callspec.params.get(fixture) in real:
-            item.add_marker(pytest.mark.slow)
 
 
 _SLOW_ON_REAL = frozenset(
@@ -179,7 +140,7 @@ _REAL = frozenset(
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Real-TTL waits of the suite are slow on real backends (see the helper above)."""
-    _mark_slow_on_real_backends(
+    """Real-TTL waits of the suite are slow on real backends (the in-memory runs are fast)."""
+    mark_slow_on_real_backends(
         items, "tests/clients/etcd/test_etcd_conformance.py", "etcd_env", _SLOW_ON_REAL, _REAL
     )

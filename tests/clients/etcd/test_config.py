@@ -12,8 +12,7 @@ from ai.backend.common.clients.etcd import (
     EtcdConfigWatcher,
 )
 from ai.backend.common.configs import ConfigHolder, ConfigLoader, ConfigurationError, MappingLayer
-
-from .conftest import wait_for
+from tests._helpers import until
 
 
 class RedisConfig(BaseModel):
@@ -45,7 +44,7 @@ async def test_change_swaps_the_config(etcd: AsyncEtcd) -> None:
     async with EtcdConfigWatcher(holder, layer, debounce=0.01) as watcher:
         await etcd.put("config/redis/pool_size", "16")
         await etcd.put("config/debug", "true")
-        await wait_for(
+        await until(
             lambda: holder.current.redis.pool_size == 16 and holder.current.debug,
             what="the new values",
         )
@@ -65,12 +64,12 @@ async def test_bad_value_is_rejected_and_old_config_stays(etcd: AsyncEtcd) -> No
     assert good.redis.pool_size == 16
     async with EtcdConfigWatcher(holder, layer, debounce=0.01, on_rejected=rejected.append) as w:
         await etcd.put("config/redis/pool_size", "lots")
-        await wait_for(lambda: len(rejected) == 1, what="the bad value to be rejected")
+        await until(lambda: len(rejected) == 1, what="the bad value to be rejected")
         assert holder.current is good
         assert "pool_size" in str(rejected[0])
         assert layer.load() == {"redis": {"pool_size": "16"}}  # the snapshot in force
         await etcd.put("config/redis/pool_size", "32")
-        await wait_for(lambda: holder.current.redis.pool_size == 32, what="the fixed value")
+        await until(lambda: holder.current.redis.pool_size == 32, what="the fixed value")
         stats = w.statistics()
     assert stats.rejections == 1
     assert stats.last_error is not None
@@ -82,7 +81,7 @@ async def test_node_scope_overrides_global(etcd: AsyncEtcd) -> None:
     assert holder.current.redis.addr == "global:6379"
     async with EtcdConfigWatcher(holder, layer, debounce=0.01):
         await etcd.put("config/redis/addr", "node:6379", scope=ConfigScopes.NODE)
-        await wait_for(lambda: holder.current.redis.addr == "node:6379", what="the node value")
+        await until(lambda: holder.current.redis.addr == "node:6379", what="the node value")
 
 
 async def test_load_before_refresh_is_an_error(etcd: AsyncEtcd) -> None:

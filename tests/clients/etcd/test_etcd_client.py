@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aetcd
 import pytest
@@ -14,14 +14,12 @@ from ai.backend.common.clients.etcd import (
     EtcdClient,
     EtcdError,
     EtcdUnavailable,
-    make_scope_prefix_map,
 )
-from tests._harness.etcd import EtcdCluster, EtcdServer, start_etcd_server
+from tests._harness.etcd import EtcdCluster, EtcdServer
 from tests._harness.ports import free_port
+from tests._helpers import until
 
-from .conftest import next_events, wait_for
-
-SCOPES = make_scope_prefix_map(scaling_group="sg-a", node_kind="agents", node_id="i-01")
+from .conftest import SCOPES, next_events
 
 
 def _host_port(endpoint: str) -> tuple[str, int]:
@@ -35,16 +33,6 @@ async def raw(etcd_endpoint: str) -> AsyncIterator[aetcd.Client]:
     host, port = _host_port(etcd_endpoint)
     async with aetcd.Client(host=host, port=port) as client:
         yield client
-
-
-@pytest.fixture
-def private_etcd() -> Iterator[EtcdServer]:
-    """A single-member etcd of this test alone (it gets killed and restarted)."""
-    server = start_etcd_server()
-    try:
-        yield server
-    finally:
-        server.destroy(grace=1.0)
 
 
 async def test_key_layout_matches_upstream(etcd_endpoint: str, raw: aetcd.Client) -> None:
@@ -155,7 +143,7 @@ async def test_cluster_member_kill_keeps_serving(etcd_cluster: EtcdCluster) -> N
         async def lease_outlived_ttl() -> bool:
             return await etcd.get("c/leased") == "x" and etcd.statistics().watch_reconnects >= 1
 
-        await wait_for(lease_outlived_ttl, what="the watch to reconnect")
+        await until(lease_outlived_ttl, what="the watch to reconnect")
         await asyncio.sleep(lease.ttl + 1)  # let the TTL run out if keep-alives had stopped
         assert await etcd.get("c/leased") == "x"
         assert not lease.lost

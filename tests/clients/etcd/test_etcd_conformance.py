@@ -18,8 +18,9 @@ from ai.backend.common.clients.etcd import (
     WatchEvent,
     WatchEventType,
 )
+from tests._helpers import until
 
-from .conftest import EtcdEnv, next_events, wait_for
+from .conftest import EtcdEnv, next_events
 
 PUT = WatchEventType.PUT
 DELETE = WatchEventType.DELETE
@@ -253,7 +254,7 @@ async def test_watch_ends_when_client_closes(etcd_env: EtcdEnv) -> None:
     async with asyncio.TaskGroup() as tg:
         tg.create_task(consume())
         await client.put("x/1", "a")
-        await wait_for(lambda: len(received) == 1, what="first event")
+        await until(lambda: len(received) == 1, what="first event")
         await client.aclose()
     assert [e.key for e in received] == ["x/1"]
     assert client.statistics().watches == 0
@@ -324,7 +325,7 @@ async def test_lease_revoked_elsewhere_is_reported_lost(etcd_env: EtcdEnv, etcd:
         await etcd_env.pass_time(0.2)
         return lease.lost
 
-    await wait_for(lost, what="the lease to be reported lost")
+    await until(lost, what="the lease to be reported lost")
     await lease.wait_lost()
     assert etcd.statistics().leases_lost == 1
     assert etcd.statistics().leases_kept_alive == 0

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from collections import Counter
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -28,9 +30,13 @@ from ai.backend.common.events.producer import EventProducer
 from ai.backend.common.exception import InvalidArgument
 from ai.backend.common.message_queue import (
     AbstractMessageQueue,
+    AnycastMessage,
+    BroadcastMessage,
     BroadcastMode,
     DeadLetter,
     QueueConfigError,
+    QueueStatistics,
+    QueueUnavailable,
 )
 from ai.backend.common.metrics import EventMetricObserver
 
@@ -574,3 +580,113 @@ async def test_consume_without_group_is_reported(bus: Bus) -> None:
         assert dispatcher.statistics().running
     assert [f.stage for f in failures] == ["pump"]
     assert isinstance(failures[0].exception, QueueConfigError)
+
+
+class FlakyQueue(AbstractMessageQueue):
+    """Wraps a real queue client; its ``consume()`` iterators fail with ``QueueUnavailable``
+    a given number of times, each after handing out ``after`` messages (a broken connection
+    mid-stream), then it behaves."""
+
+    def __init__(self, inner: AbstractMessageQueue, *, failures: int, after: int) -> None:
+        self.inner = inner
+        self.failures_left = failures
+        self.after = after
+
+    def consume(self) -> AsyncGenerator[AnycastMessage, None]:
+        if self.failures_left <= 0:
+            return self.inner.consume()
+        self.failures_left -= 1
+        return self._failing()
+
+    async def _failing(self) -> AsyncGenerator[AnycastMessage, None]:
+        handed = 0
+        async with contextlib.aclosing(self.inner.consume()) as messages:
+            if self.after:
+                async for msg in messages:
+                    yield msg
+                    handed += 1
+                    if handed == self.after:
+                        break  # before asking for another: one taken is one handed out
+        raise QueueUnavailable("events: connection lost (injected)")
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def abort(self) -> None:
+        await self.inner.abort()
+
+    async def send(self, fields: Mapping[str, str]) -> str:
+        return await self.inner.send(fields)
+
+    async def send_batch(self, batch: Sequence[Mapping[str, str]]) -> list[str]:
+        return await self.inner.send_batch(batch)
+
+    async def ack(self, *msg_ids: str) -> None:
+        await self.inner.ack(*msg_ids)
+
+    async def nack(self, msg_id: str, error: str) -> None:
+        await self.inner.nack(msg_id, error)
+
+    async def dead_letter(self, msg_id: str, error: str) -> None:
+        await self.inner.dead_letter(msg_id, error)
+
+    async def mark_handled(self, msg_id: str, handler: str) -> None:
+        await self.inner.mark_handled(msg_id, handler)
+
+    async def handled(self, msg_id: str) -> frozenset[str]:
+        return await self.inner.handled(msg_id)
+
+    async def broadcast(self, fields: Mapping[str, str], *, cache_id: str | None = None) -> None:
+        await self.inner.broadcast(fields, cache_id=cache_id)
+
+    async def fetch_cached_broadcast(self, cache_id: str) -> Mapping[str, str] | None:
+        return await self.inner.fetch_cached_broadcast(cache_id)
+
+    def subscribe(self) -> AsyncGenerator[BroadcastMessage, None]:
+        return self.inner.subscribe()
+
+    async def list_dead_letters(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> list[DeadLetter]:
+        return await self.inner.list_dead_letters(limit=limit, after=after)
+
+    async def replay_dead_letters(self, dlq_ids: Sequence[str] | None = None) -> list[str]:
+        return await self.inner.replay_dead_letters(dlq_ids)
+
+    async def purge_dead_letters(self, dlq_ids: Sequence[str] | None = None) -> int:
+        return await self.inner.purge_dead_letters(dlq_ids)
+
+    def statistics(self) -> QueueStatistics:
+        return self.inner.statistics()
+
+
+async def test_pump_recovers_after_consume_errors(bus: Bus, queue: AbstractMessageQueue) -> None:
+    """Three consume() iterators break (two mid-stream): each break is reported as a ``pump``
+    failure, the pump reads again with backoff, and every message is handled exactly once."""
+    flaky = FlakyQueue(queue, failures=3, after=4)
+    producer = EventProducer(await bus.open(), "tester")
+    failures: list[DispatchFailure] = []
+    seen: Counter[int] = Counter()
+
+    async def handler(ctx: None, source: str, event: Ping) -> None:
+        seen[event.seq] += 1
+
+    await producer.anycast_events_batch([Ping(seq=i) for i in range(10)])
+    async with EventDispatcher(flaky, on_failure=failures.append) as dispatcher:
+        dispatcher.consume(Ping, None, handler)
+        await wait_for(lambda: len(seen) == 10)
+        for i in range(10, 15):  # and it keeps delivering what comes later
+            await producer.anycast_event(Ping(seq=i))
+        await wait_for(lambda: len(seen) == 15 and dispatcher.statistics().acked == 15)
+        stats = dispatcher.statistics()
+    assert flaky.failures_left == 0
+    assert seen == Counter(range(15))  # nothing lost, nothing handled twice
+    pump_failures = [f for f in failures if f.stage == "pump"]
+    assert len(pump_failures) == 3
+    assert all(isinstance(f.exception, QueueUnavailable) for f in pump_failures)
+    assert [f.stage for f in failures] == ["pump"] * 3
+    assert stats.nacked == 0
+    assert queue.statistics().in_flight == 0

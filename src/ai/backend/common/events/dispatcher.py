@@ -36,6 +36,9 @@ Guarantees:
   [tests/events/test_dispatcher.py::test_always_failing_handler_dead_letters];
 - a handler error is reported (observers, ``on_failure``, counters) and never stops the pump
   [tests/events/test_dispatcher.py::test_handler_errors_are_reported_and_pump_goes_on];
+- when reading the queue fails (a lost connection, even mid-stream), the failure is reported
+  (``on_failure``, stage ``pump``) and the pump reads again with backoff; nothing is lost
+  [tests/events/test_dispatcher.py::test_pump_recovers_after_consume_errors];
 - an undecodable payload is dead-lettered with the reason
   [tests/events/test_dispatcher.py::test_undecodable_payload_is_dead_lettered];
 - messages coalesced into one handler call are all acked

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +24,7 @@ from ai.backend.common.message_queue import (
     MemoryMessageQueue,
     QueueConfig,
 )
+from tests._vectors import load_vectors as load_vectors  # re-exported for the suite modules
 
 TEST_CONFIG = QueueConfig(
     source="test",
@@ -72,18 +70,6 @@ class QueueHarness:
         """Close every client opened here."""
         for client in reversed(self._clients):
             await client.aclose()
-
-
-def load_vectors() -> dict[str, Any]:
-    """The upstream test vectors (``<repo>/../shared/vectors``, or $BACKEND_VECTORS_PATH)."""
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent.parent / "shared" / "vectors" / "upstream-vectors.json"
-        if candidate.is_file():
-            return dict(json.loads(candidate.read_text()))
-    env = os.environ.get("BACKEND_VECTORS_PATH")
-    if env:
-        return dict(json.loads(Path(env).read_text()))
-    raise FileNotFoundError("upstream-vectors.json not found (set BACKEND_VECTORS_PATH)")
 
 
 async def collect(

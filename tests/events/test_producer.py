@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import orjson
@@ -98,3 +99,28 @@ async def test_failed_publish_raises_and_counts(bus: Bus) -> None:
     stats = producer.statistics()
     assert stats.failed == {"evtest_ping": 3, "evtest_shout": 1}
     assert stats.published == {}
+
+
+async def test_broadcast_burst_waits_for_pool_connections(redis_url: str) -> None:
+    """A burst of concurrent broadcasts (and cached ones) on a client bounded to 2 connections:
+    the calls wait for a free connection instead of failing with "Too many connections"."""
+    # Imported here so that ``-m "not redis"`` never imports redis-py.
+    from ai.backend.common.clients.valkey import ValkeyClient, ValkeyTarget
+    from ai.backend.common.message_queue import BroadcastMode, QueueConfig
+    from ai.backend.common.message_queue.redis import RedisMessageQueue
+
+    async with ValkeyClient(ValkeyTarget.from_url(redis_url, max_connections=2)) as client:
+        config = QueueConfig(source="t", broadcast_mode=BroadcastMode.DURABLE, subscriber_id="s")
+        async with RedisMessageQueue(client, config) as queue:
+            producer = EventProducer(queue, "burst")
+            await asyncio.gather(
+                *(producer.broadcast_event(Shout(seq=i)) for i in range(150)),
+                *(
+                    producer.broadcast_event_with_cache(Shout(seq=i), cache_id=f"bgtask.{i}")
+                    for i in range(150, 200)
+                ),
+            )
+            stats = client.statistics()
+            assert (stats.failures, stats.pool_waits > 0) == (0, True)
+            assert await client.execute("XLEN", "events:broadcast") == 200
+            assert await queue.fetch_cached_broadcast("bgtask.199") is not None

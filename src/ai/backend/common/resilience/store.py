@@ -7,7 +7,8 @@ shared: a process whose breaker is closed and that reads an open mark opens its 
 the remaining time; each process then probes and closes on its own.
 
 This layer holds the interface and an in-memory store (one process, several breakers, tests);
-a Redis-backed store belongs to the clients layer.
+the Redis-backed store is :class:`ai.backend.common.clients.valkey.ValkeyBreakerStateStore`
+(layer 4), and the same conformance suite runs against both.
 
 Guarantees:
 - ``open_remaining()`` is ``None`` after ``clear()`` and after the ``trip()`` duration has

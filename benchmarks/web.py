@@ -15,6 +15,7 @@ Figures, all over the same measured window (after a warm-up):
 - ``server_us_per_req``: the server process's CPU time (utime + stime from
   ``/proc/<pid>/stat``) per request, which machine load disturbs far less than ``rps``
   (ratio ``server_us_per_req:bare/ours``, higher is better like the other);
+- ``server_sys_us_per_req``: the kernel's share of it (stime: socket calls, wake-ups);
 - ``loadgen_us_per_req`` and ``loadgen_busy``: the load generator's own CPU per request and in
   % of one core, to show it is not the bottleneck.
 
@@ -47,12 +48,12 @@ SECRET_KEY = "benchbenchbenchbenchbenchbenchbenchbench"
 # --------------------------------------------------------------------------- load generator
 
 
-def _cpu_ticks(pid: int | str) -> int:
-    """utime + stime of a process in clock ticks, from ``/proc/<pid>/stat`` (Linux)."""
+def _cpu_ticks(pid: int | str) -> tuple[int, int]:
+    """``(utime, stime)`` of a process in clock ticks, from ``/proc/<pid>/stat`` (Linux)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     fields = stat[stat.rindex(b")") + 2 :].split()  # the command name may hold spaces
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
 
 
 class _Client(asyncio.Protocol):
@@ -115,10 +116,10 @@ class _Load:
         self.running = True
         self.measuring = False
         self.ok = self.errors = self.lost = 0
-        self._start: tuple[float, int, int] = (0.0, 0, 0)
+        self._start: tuple[float, tuple[int, int], tuple[int, int]] = (0.0, (0, 0), (0, 0))
         self.result: dict[str, float] = {}
 
-    def _snapshot(self) -> tuple[float, int, int]:
+    def _snapshot(self) -> tuple[float, tuple[int, int], tuple[int, int]]:
         return time.perf_counter(), _cpu_ticks(self._server_pid), _cpu_ticks("self")
 
     def count(self, ok: bool) -> None:
@@ -140,8 +141,9 @@ class _Load:
                 "errors": self.errors,
                 "lost": self.lost,
                 "elapsed": end[0] - self._start[0],
-                "server_cpu": (end[1] - self._start[1]) / tick,
-                "loadgen_cpu": (end[2] - self._start[2]) / tick,
+                "server_user": (end[1][0] - self._start[1][0]) / tick,
+                "server_sys": (end[1][1] - self._start[1][1]) / tick,
+                "loadgen_cpu": (sum(end[2]) - sum(self._start[2])) / tick,
             }
 
 
@@ -205,6 +207,7 @@ class Figures(NamedTuple):
 
     rps: float
     server_us_per_req: float
+    server_sys_us_per_req: float
     loadgen_us_per_req: float
     loadgen_busy: float
 
@@ -240,7 +243,8 @@ async def _round(impl: str, duration: float, concurrency: int) -> Figures:
     ok, elapsed = float(result["ok"]), float(result["elapsed"])
     return Figures(
         rps=ok / elapsed,
-        server_us_per_req=result["server_cpu"] / ok * 1e6,
+        server_us_per_req=(result["server_user"] + result["server_sys"]) / ok * 1e6,
+        server_sys_us_per_req=result["server_sys"] / ok * 1e6,
         loadgen_us_per_req=result["loadgen_cpu"] / ok * 1e6,
         loadgen_busy=result["loadgen_cpu"] / elapsed * 100,
     )
@@ -262,6 +266,7 @@ def main() -> None:
     for metric, unit in (
         ("rps", "req/s"),
         ("server_us_per_req", "us/req"),
+        ("server_sys_us_per_req", "us/req"),
         ("loadgen_us_per_req", "us/req"),
         ("loadgen_busy", "% of a core"),
     ):

@@ -138,10 +138,12 @@ def fused_middleware(
         if policy is not None:  # CORS: a preflight is answered here, below log and metrics
             if vary:
                 pending[hdrs.VARY] = "Origin"
-            origin = request.headers.get(hdrs.ORIGIN)
+            headers = request.headers
+            origin = headers.get(hdrs.ORIGIN)
             if origin is not None:
-                requested_method = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
-                if request.method == hdrs.METH_OPTIONS and requested_method:
+                if request.method == hdrs.METH_OPTIONS and (
+                    requested_method := headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
+                ):
                     preflight = policy.preflight(request, origin, requested_method)
                 elif (allowed := policy.origin_headers(origin)) is not None:
                     pending.update(allowed)

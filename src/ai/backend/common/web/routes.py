@@ -167,7 +167,10 @@ def apply_response_headers(
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """``app.on_response_prepare`` hook: the added headers also reach streamed responses."""
-    pending: PendingHeaders | None = request.get(RESPONSE_HEADERS_KEY)
+    try:
+        pending: PendingHeaders = request[RESPONSE_HEADERS_KEY]  # one call, not Mapping.get's two
+    except KeyError:
+        return
     if pending and pending.applied_to is not response:
         # Runs inside prepare(): the response counts as prepared, its headers are not sent yet.
         merge_response_headers(pending, response)

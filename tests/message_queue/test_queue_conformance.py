@@ -583,3 +583,25 @@ async def test_errors_are_queue_errors(queue: AbstractMessageQueue, broker: Queu
     await not_open.aclose()
     with pytest.raises(QueueClosed):
         await not_open.broadcast(event(1))
+
+
+async def test_closing_an_unstarted_iterator_frees_the_client(broker: QueueHarness) -> None:
+    queue = await broker.open(
+        group="manager",
+        consumer_id="m1",
+        broadcast_mode=BroadcastMode.DURABLE,
+        subscriber_id="s1",
+    )
+    producer = await broker.open()
+    await queue.consume().aclose()  # closed before its first step: it holds nothing
+    await queue.subscribe().aclose()
+    msg_id = await producer.send(event(1))
+    async with aclosing(queue.consume()) as messages:
+        (message,) = await collect(messages, 1)
+        assert message.msg_id == msg_id
+        await queue.ack(msg_id)
+    got: list[BroadcastMessage] = []
+    async with subscribed(queue, got):
+        await producer.broadcast(event(2))
+        await wait_for(lambda: len(got) == 1)
+    assert got[0].fields == event(2)

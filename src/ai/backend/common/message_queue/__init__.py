@@ -30,6 +30,9 @@ Guarantees (both backends unless marked):
 - ``consume()`` never has more than ``max_in_flight`` unsettled messages out
   [tests/message_queue/test_queue_conformance.py::test_backpressure_bounds_in_flight]
   [tests/message_queue/test_queue_conformance.py::test_redeliveries_respect_backpressure];
+- closing a ``consume()`` or durable ``subscribe()`` iterator that never ran leaves the client
+  free to start another
+  [tests/message_queue/test_queue_conformance.py::test_closing_an_unstarted_iterator_frees_the_client];
 - durable broadcast: a subscriber that comes back under the same ``subscriber_id`` gets what it
   missed, in order, exactly once
   [tests/message_queue/test_queue_conformance.py::test_durable_broadcast_resumes];

@@ -93,7 +93,9 @@ class AbstractMessageQueue(abc.ABC):
         pauses while ``max_in_flight`` messages are unsettled. Raises ``QueueConfigError``
         when the client has no group. Close the generator when you stop early (``async with
         contextlib.aclosing(q.consume()) as it``); messages it read but did not hand out are
-        delivered again on the next ``consume()``. One ``consume()`` at a time per client.
+        delivered again on the next ``consume()``. One ``consume()`` at a time per client: an
+        iterator takes that slot on its first step, so one closed before it ever ran leaves
+        the client free.
         """
 
     @abc.abstractmethod
@@ -148,7 +150,8 @@ class AbstractMessageQueue(abc.ABC):
         ``statistics().subscriptions`` counts the iterators registered with the server: a
         broadcast sent after it went up is received. In durable mode a message counts as seen
         once the subscriber asks for the next one or closes the iterator; one whose handling
-        was cut by a crash comes again. One durable ``subscribe()`` at a time per client."""
+        was cut by a crash comes again. One durable ``subscribe()`` at a time per client (taken
+        on the iterator's first step, like ``consume()``'s)."""
 
     # -- dead letters -----------------------------------------------------------------
 

@@ -345,10 +345,13 @@ class MemoryMessageQueue(AbstractMessageQueue):
         self._check_open()
         if self._consuming:
             raise MessageQueueError("MemoryMessageQueue: consume() is already running")
-        self._consuming = True
         return self._consume(group)
 
     async def _consume(self, group: str) -> AsyncGenerator[AnycastMessage, None]:
+        # Taken on the first step: an iterator closed before it ran executes no code at all.
+        if self._consuming:
+            raise MessageQueueError("MemoryMessageQueue: consume() is already running")
+        self._consuming = True
         batch: list[AnycastMessage] = []
         try:
             while not self._closed:
@@ -594,7 +597,6 @@ class MemoryMessageQueue(AbstractMessageQueue):
                 )
             if self._durable_subscribing:
                 raise MessageQueueError("a durable subscribe() is already running on this client")
-            self._durable_subscribing = True
             return self._subscribe_durable(subscriber)
         queue: asyncio.Queue[Mapping[str, str] | None] = asyncio.Queue()
         self._broker._subscribers.add(queue)
@@ -617,6 +619,9 @@ class MemoryMessageQueue(AbstractMessageQueue):
             self._subscriptions -= 1
 
     async def _subscribe_durable(self, subscriber: str) -> AsyncGenerator[BroadcastMessage, None]:
+        if self._durable_subscribing:  # taken on the first step, like _consume's flag
+            raise MessageQueueError("a durable subscribe() is already running on this client")
+        self._durable_subscribing = True
         broker = self._broker
         cursor = broker._cursors.setdefault(subscriber, broker._durable.last)
         self._subscriptions += 1

@@ -90,7 +90,6 @@ class BroadcastMixin(RedisQueueBase):
                 )
             if self._durable_subscribing:
                 raise MessageQueueError("a durable subscribe() is already running on this client")
-            self._durable_subscribing = True
             return self._subscribe_durable(subscriber)
         return self._subscribe_volatile()
 
@@ -130,6 +129,10 @@ class BroadcastMixin(RedisQueueBase):
         streams = self._streams
         key = _cursor_key(subscriber)
         ttl = max(1, int(self._config.durable_cursor_ttl))
+        # Taken on the first step (see _consume): a never-run iterator holds nothing.
+        if self._durable_subscribing:
+            raise MessageQueueError("a durable subscribe() is already running on this client")
+        self._durable_subscribing = True
         try:
             with _translated("subscribe"):
                 stored = await self._client.execute("GET", key)

@@ -82,10 +82,14 @@ class StreamsMixin(RedisQueueBase):
         self._check_open()
         if self._consuming:
             raise MessageQueueError("RedisMessageQueue: consume() is already running")
-        self._consuming = True
         return self._consume(group)
 
     async def _consume(self, group: str) -> AsyncGenerator[AnycastMessage, None]:
+        # The flag is taken on the first step, not in consume(): an iterator closed before
+        # it ever ran executes no code at all, so it could never give the flag back.
+        if self._consuming:
+            raise MessageQueueError("RedisMessageQueue: consume() is already running")
+        self._consuming = True
         batch: deque[AnycastMessage] = deque()
         backoff = 0.05
         streak = _Streak(f"reading group {group}")

@@ -605,3 +605,23 @@ async def test_closing_an_unstarted_iterator_frees_the_client(broker: QueueHarne
         await producer.broadcast(event(2))
         await wait_for(lambda: len(got) == 1)
     assert got[0].fields == event(2)
+
+
+async def test_ack_rejects_malformed_ids_before_settling_any(
+    queue: AbstractMessageQueue, broker: QueueHarness
+) -> None:
+    producer = await broker.open()
+    msg_id = await producer.send(event(1))
+    async with aclosing(queue.consume()) as messages:
+        await collect(messages, 1)
+        await queue.mark_handled(msg_id, "h1")
+        for bad in ("garbage", "1-x", "replay:zzz", " 1-0", "1-0-0", "18446744073709551616-0"):
+            with pytest.raises(InvalidMessage, match="ack"):
+                await queue.ack(bad)
+            with pytest.raises(InvalidMessage, match="ack"):
+                await queue.ack(msg_id, bad)
+        assert queue.statistics().in_flight == 1  # the good id was not settled either
+        assert queue.statistics().acked == 0
+        assert await queue.handled(msg_id) == {"h1"}  # and its record is intact
+        await queue.ack(msg_id)
+    assert queue.statistics().acked == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from .exceptions import InvalidMessage
@@ -11,6 +12,7 @@ __all__ = (
     "REQUIRED_FIELDS",
     "check_outgoing",
     "checked_id",
+    "checked_msg_id",
     "entry_id",
     "format_id",
     "malformed_reason",
@@ -29,17 +31,33 @@ def parse_id(entry: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+_STREAM_ID = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,20})?")
+_ID_MAX = 2**64 - 1
+
+
 def checked_id(entry: str, what: str) -> tuple[int, int]:
-    """:func:`parse_id`, raising ``InvalidMessage`` (naming ``what``) on a malformed id."""
-    try:
+    """:func:`parse_id` of a well-formed ``<ms>[-<seq>]`` id (ASCII digits, each part below
+    2**64, as Redis accepts), raising ``InvalidMessage`` naming ``what`` otherwise."""
+    if isinstance(entry, str) and _STREAM_ID.fullmatch(entry) is not None:
         ms, seq = parse_id(entry)
-    except (ValueError, AttributeError) as exc:
+        if ms <= _ID_MAX and seq <= _ID_MAX:
+            return ms, seq
+    raise InvalidMessage(f"{what}: {entry!r} is not a stream id", data={"id": str(entry)})
+
+
+def checked_msg_id(msg_id: str, what: str) -> tuple[bool, str]:
+    """:func:`split_msg_id` of a well-formed ``AnycastMessage.msg_id`` (a stream id, maybe
+    with the replay prefix), raising ``InvalidMessage`` naming ``what`` otherwise."""
+    if not isinstance(msg_id, str):
+        raise InvalidMessage(f"{what}: {msg_id!r} is not a message id", data={"id": str(msg_id)})
+    replay, entry = split_msg_id(msg_id)
+    try:
+        checked_id(entry, what)
+    except InvalidMessage as exc:
         raise InvalidMessage(
-            f"{what}: {entry!r} is not a stream id", data={"id": str(entry)}
+            f"{what}: {msg_id!r} is not a message id", data={"id": msg_id}
         ) from exc
-    if ms < 0 or seq < 0:
-        raise InvalidMessage(f"{what}: {entry!r} is not a stream id", data={"id": entry})
-    return ms, seq
+    return replay, entry
 
 
 def format_id(pair: tuple[int, int]) -> str:

@@ -101,7 +101,10 @@ class AbstractMessageQueue(abc.ABC):
     @abc.abstractmethod
     async def ack(self, *msg_ids: str) -> None:
         """Settle messages as handled (one round trip for all); they are never delivered again
-        to this group. Acking an unknown or already acked id is a no-op."""
+        to this group. Acking an unknown or already acked id is a no-op.
+
+        Every id is checked first: if one is not a message id (``<ms>-<seq>``, maybe with the
+        replay prefix), ``InvalidMessage`` is raised and nothing is settled."""
 
     @abc.abstractmethod
     async def nack(self, msg_id: str, error: str) -> None:

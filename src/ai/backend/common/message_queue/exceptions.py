@@ -66,7 +66,8 @@ class QueueClosed(MessageQueueError, RuntimeError):
 
 
 class InvalidMessage(MessageQueueError, InvalidArgument):
-    """Fields given to ``send``/``broadcast`` are empty or not text (the message names them)."""
+    """Fields given to ``send``/``broadcast`` are empty or not text, or an id given to ``ack``
+    or a dead-letter call is not a stream id (the message names them)."""
 
     error_operation = ErrorOperation.PUBLISH
 

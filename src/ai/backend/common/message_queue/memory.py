@@ -35,6 +35,7 @@ from typing import Generic, Protocol, TypeVar
 from ._common import (
     check_outgoing,
     checked_id,
+    checked_msg_id,
     entry_id,
     format_id,
     malformed_reason,
@@ -461,9 +462,12 @@ class MemoryMessageQueue(AbstractMessageQueue):
         return count
 
     async def ack(self, *msg_ids: str) -> None:
-        """Settle messages as handled; unknown or already acked ids are ignored."""
+        """Settle messages as handled; unknown or already acked ids are ignored, a malformed
+        one raises ``InvalidMessage`` before any is settled."""
         self._check_open()
         group = self._require_group()
+        for msg_id in msg_ids:  # all checked before anything is settled
+            checked_msg_id(msg_id, "ack")
         for msg_id in msg_ids:
             stream, entry = self._locate(group, msg_id)
             if stream.groups[group].pel.pop(entry, None) is not None:

@@ -19,6 +19,7 @@ from ai.backend.common.json import dump_json_str, load_json
 from .._common import (
     check_outgoing,
     checked_id,
+    checked_msg_id,
     entry_id,
     malformed_reason,
     replay_stream,
@@ -316,15 +317,21 @@ class StreamsMixin(RedisQueueBase):
         in flight are coalesced into one ``XACK`` per stream.
 
         Returns once Redis confirmed. If cancelled, the ack may or may not have reached Redis;
-        a message whose ack was lost is handed back to this consumer later (at-least-once).
+        a message whose ack was lost is handed back to this consumer later (at-least-once). A
+        malformed id raises ``InvalidMessage`` before anything is sent: one bad id would make
+        Redis refuse the whole ``XACK`` while the same pipeline dropped the others' records.
         """
         self._check_open()
         group = self._require_group()
         if not msg_ids:
             return
+        in_flight, waiting = self._in_flight, self._waiting
+        for msg_id in msg_ids:  # all checked before anything is sent or forgotten
+            if msg_id not in in_flight and msg_id not in waiting:
+                checked_msg_id(msg_id, "ack")
         ops: list[tuple[str, str, str, bool]] = []
         for msg_id in msg_ids:
-            delivery = self._in_flight.pop(msg_id, None) or self._waiting.pop(msg_id, None)
+            delivery = in_flight.pop(msg_id, None) or waiting.pop(msg_id, None)
             if delivery is not None:
                 key, entry, dirty = delivery.key, delivery.entry, delivery.dirty
             else:

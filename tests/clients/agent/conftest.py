@@ -11,9 +11,6 @@ from prometheus_client import CollectorRegistry
 from ai.backend.common.clients.agent import AgentRPCMetrics, AgentRPCPool, AgentRPCServer
 from ai.backend.common.contexts import current_request_id, current_traceparent, current_user
 
-# tests/clients/http/test_pool.py imports ``until`` from here; it lives in tests/_helpers.py.
-from tests._helpers import until as until
-
 
 @pytest.fixture
 def metrics() -> AgentRPCMetrics:

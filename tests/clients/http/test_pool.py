@@ -20,8 +20,8 @@ from ai.backend.common.clients.http import (
 )
 from ai.backend.common.contexts import bind_request_id, bind_traceparent
 from ai.backend.common.resilience import FakeClock, Pipeline
+from tests._helpers import until
 
-from ..agent.conftest import until
 from .conftest import SECRET, FakeStorageProxy
 
 _CREDS = {"X-BackendAI-Storage-Auth-Token": SECRET}

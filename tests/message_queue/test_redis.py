@@ -8,7 +8,7 @@ import dataclasses
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,13 @@ from ai.backend.common.message_queue import (
     BroadcastMessage,
     BroadcastMode,
     MessageQueueError,
+    QueueClosed,
     QueueConfig,
     QueueTimeout,
     QueueUnavailable,
 )
 from ai.backend.common.message_queue.redis import RedisMessageQueue, heartbeat_key
+from ai.backend.common.message_queue.redis import _base as redis_base
 from tests._harness.plugin import RedisServerFactory
 from tests._harness.sentinel import RedisSentinelSet
 
@@ -465,3 +467,43 @@ async def test_consumer_without_heartbeat_is_taken_over(
         # claim filters on IDLE [test_stream.py::test_claim_from_moves_only_that_consumers_entries]
         assert message.delivery_count == 2
         assert ours.statistics().reclaimed == 1
+
+
+async def test_queued_ack_fails_when_close_runs_out_of_grace(
+    target: ValkeyTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ack queued behind a stalled one is failed (QueueClosed) when close gives up on the
+    writer, never left waiting for ever."""
+    monkeypatch.setattr(redis_base, "_CLOSE_GRACE", 0.2)
+    stalled = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hook(operation: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        if operation == "xack" and not stalled.is_set():
+            stalled.set()  # the first ack hangs (a server stall, a retrying hook)
+            await release.wait()
+        return await call()
+
+    config = dataclasses.replace(FAST, group="g", consumer_id="c")
+    queue = RedisMessageQueue(target, config, hook=hook)
+    await queue.open()
+    direct: asyncio.Task[None] | None = None
+    try:
+        async with opened(target) as producer:
+            await producer.send_batch([event(1), event(2)])
+        async with aclosing(queue.consume()) as messages:
+            first, second = await collect(messages, 2)
+        direct = asyncio.create_task(queue.ack(first.msg_id))
+        await stalled.wait()
+        queued = asyncio.create_task(queue.ack(second.msg_id))
+        await asyncio.sleep(0)  # it runs up to its wait for the writer
+        await queue.aclose()
+        async with asyncio.timeout(5):
+            with pytest.raises(QueueClosed):
+                await queued
+    finally:
+        release.set()
+        if direct is not None:
+            with contextlib.suppress(MessageQueueError):
+                await direct
+        await queue.aclose()

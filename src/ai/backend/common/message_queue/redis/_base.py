@@ -228,7 +228,9 @@ class RedisQueueBase(AbstractMessageQueue):
         """Stop intake, flush pending acks, stop background work, leave the group cleanly.
 
         This consumer's unacked messages stay pending and are reclaimed by the others at once
-        (the heartbeat is replaced by a ``closed`` mark).
+        (the heartbeat is replaced by a ``closed`` mark). Acks still queued when the writer is
+        given up on (after a grace period) fail with ``QueueClosed``; those messages stay
+        pending.
         """
         if self._closed:
             return
@@ -363,29 +365,51 @@ class RedisQueueBase(AbstractMessageQueue):
     async def _flush_loop(self) -> None:
         """Writes the acks and marks queued while another write was in flight, all in one
         pipeline, one batch at a time."""
-        while True:
-            if self._flushing or (not self._ack_ops and not self._mark_ops):
-                if self._stopping.is_set() and not self._flushing:
-                    return
-                await self._flush_wanted.wait()
-                self._flush_wanted.clear()
-                continue
-            acks, marks = self._ack_ops, self._mark_ops
-            self._ack_ops, self._mark_ops = [], []
-            future, self._flush_future = self._flush_future, None
-            self._flushing = True
-            try:
-                await self._flush(acks, marks)
-            except ValkeyError as exc:
-                if future is not None:
-                    future.set_exception(_queue_error(exc, "ack"))
-            else:
-                if future is not None:
-                    future.set_result(None)
-            finally:
-                self._flushing = False
-                for _, _, msg_id, _ in acks:
-                    self._acking.discard(msg_id)
+        future: asyncio.Future[None] | None = None
+        try:
+            while True:
+                if self._flushing or (not self._ack_ops and not self._mark_ops):
+                    if self._stopping.is_set() and not self._flushing:
+                        return
+                    await self._flush_wanted.wait()
+                    self._flush_wanted.clear()
+                    continue
+                acks, marks = self._ack_ops, self._mark_ops
+                self._ack_ops, self._mark_ops = [], []
+                future, self._flush_future = self._flush_future, None
+                self._flushing = True
+                try:
+                    await self._flush(acks, marks)
+                except ValkeyError as exc:
+                    if future is not None:
+                        future.set_exception(_queue_error(exc, "ack"))
+                else:
+                    if future is not None:
+                        future.set_result(None)
+                finally:
+                    self._flushing = False
+                    for _, _, msg_id, _ in acks:
+                        self._acking.discard(msg_id)
+                future = None
+        finally:
+            # Cancelled (close out of grace, abort) or crashed: nothing will write what is
+            # queued, so its waiters must not wait for ever.
+            self._fail_queued_writes(future)
+
+    def _fail_queued_writes(self, in_flight: asyncio.Future[None] | None) -> None:
+        if in_flight is not None and not in_flight.done():
+            in_flight.set_exception(
+                QueueClosed(
+                    "ack: the queue closed while this write was in flight; "
+                    "it may or may not have been applied"
+                )
+            )
+        queued, self._flush_future = self._flush_future, None
+        if queued is not None and not queued.done():
+            queued.set_exception(QueueClosed("ack: the queue closed before this write was sent"))
+        for _, _, msg_id, _ in self._ack_ops:
+            self._acking.discard(msg_id)
+        self._ack_ops, self._mark_ops = [], []
 
     async def _write(
         self, acks: list[tuple[str, str, str, bool]], marks: list[tuple[str, str]]
@@ -393,6 +417,10 @@ class RedisQueueBase(AbstractMessageQueue):
         """Write acks/marks: at once when no other write is in flight (no task hop on the
         sequential path), else queued for the flusher, which coalesces them."""
         if self._flushing or self._ack_ops or self._mark_ops:
+            if self._runner is None or self._runner.done():
+                for _, _, msg_id, _ in acks:
+                    self._acking.discard(msg_id)
+                raise QueueClosed("ack: the queue's writer has stopped (closed or crashed)")
             self._ack_ops += acks
             self._mark_ops += marks
             await asyncio.shield(self._enqueue())

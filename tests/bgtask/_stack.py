@@ -36,8 +36,14 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def open_stack(*, feed_hub: bool = True, poll_interval: float = 5.0) -> AsyncIterator[Stack]:
-    """A node whose ``steps`` task reports progress and waits for ``stack.release``."""
+async def open_stack(
+    *,
+    feed_hub: bool = True,
+    poll_interval: float = 5.0,
+    store: MemoryTaskStore | None = None,
+) -> AsyncIterator[Stack]:
+    """A node whose ``steps`` task reports progress and waits for ``stack.release`` (on
+    ``store``, a fresh ``MemoryTaskStore`` by default)."""
     release = asyncio.Event()
     registry = TaskRegistry()
 
@@ -50,7 +56,7 @@ async def open_stack(*, feed_hub: bool = True, poll_interval: float = 5.0) -> As
         return "finished"
 
     broker = MemoryBroker()
-    store = MemoryTaskStore()
+    store = store if store is not None else MemoryTaskStore()
     hub = EventHub()
     config = BackgroundTaskConfig(lease_ttl=10.0, progress_interval=0.0)
     async with (

@@ -12,7 +12,11 @@ Guarantees:
   [tests/bgtask/test_follow.py::test_follow_ends_with_final_event]
   [tests/bgtask/test_follow.py::test_follow_recovers_a_missed_final_event];
 - closing the iteration early unregisters its propagator from the hub
-  [tests/bgtask/test_follow.py::test_closing_early_releases_the_propagator].
+  [tests/bgtask/test_follow.py::test_closing_early_releases_the_propagator];
+- when the hub closes the propagator first (``EventHub.aclose()`` at shutdown, an unregister,
+  ``close_by_alias``), the iteration goes on from the store alone, one read per
+  ``poll_interval``, until the final event; it never spins on the event loop
+  [tests/bgtask/test_follow.py::test_closed_hub_falls_back_to_paced_store_polls].
 
 Limits: a slow reader loses the oldest progress events beyond ``buffer`` (never the final one)
 [tests/bgtask/test_follow.py::test_slow_reader_keeps_the_final_event].
@@ -100,14 +104,23 @@ class _TaskPropagator(EventPropagator):
         self._wakeup.set()
 
     async def get(self, wait: float) -> BgtaskEvent | None:
-        """The next event, or ``None`` after ``wait`` seconds without one (or once closed)."""
-        if not self._buffer and not self._closed:
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(wait):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                return None
+        """The next event, or ``None`` after ``wait`` seconds without one.
+
+        Once closed (by the hub) no event can come: the buffered ones are returned, then each
+        call waits the full ``wait`` and returns ``None``, so a caller polling on ``None`` keeps
+        its pace instead of spinning.
+        """
+        if self._buffer:
+            return self._buffer.popleft()
+        if self._closed:
+            await asyncio.sleep(wait)
+            return None
+        self._wakeup.clear()
+        try:
+            async with asyncio.timeout(wait):
+                await self._wakeup.wait()
+        except TimeoutError:
+            return None
         return self._buffer.popleft() if self._buffer else None
 
     @property

@@ -16,6 +16,13 @@ Guarantees:
   [tests/clients/etcd/test_etcd_client.py::test_watch_survives_server_restart];
 - a lease kept alive by its client outlives its TTL; once revoked or lost its keys are gone
   [tests/clients/etcd/test_etcd_conformance.py::test_keepalive_keeps_lease_past_ttl];
+- a refused keep-alive (any ``EtcdError``, throttling included) is a failed attempt: the lease is
+  declared lost only after a whole TTL without success, and other leases are not affected
+  [tests/clients/etcd/test_memory.py::test_refused_keepalive_is_a_failed_attempt_not_a_crash]
+  [tests/clients/etcd/test_memory.py::test_keepalive_refused_for_a_whole_ttl_marks_the_lease_lost];
+- a lease nobody keeps alive any more is marked lost, and ``grant_lease`` then raises
+  ``EtcdClosed``
+  [tests/clients/etcd/test_memory.py::test_a_crashed_keepalive_loop_marks_its_leases_lost];
 - ``replace`` is an atomic compare-and-swap
   [tests/clients/etcd/test_etcd_conformance.py::test_replace_is_compare_and_swap];
 - with several endpoints, killing one member of a 3-member cluster does not fail calls, watches

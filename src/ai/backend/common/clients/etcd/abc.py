@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-from ...aio import TaskOwner
+from ...aio import TaskOwner, TaskOwnerStopped
 from ._backend import (
     Compare,
     CompareTarget,
@@ -34,10 +33,9 @@ from ._keys import deep_merge_into, flatten, slash, unflatten
 from .exceptions import (
     EtcdClosed,
     EtcdCompareFailed,
+    EtcdError,
     EtcdInvalidArgument,
     EtcdLeaseNotFound,
-    EtcdTimeout,
-    EtcdUnavailable,
 )
 from .types import (
     Clock,
@@ -565,17 +563,28 @@ class AsyncEtcd(abc.ABC):
             raise EtcdInvalidArgument(f"lease ttl must be a positive integer: {ttl!r}")
         lease_id, granted = await self._lease_grant(ttl)
         lease = EtcdLease(self, lease_id, max(granted, ttl), keepalive)
-        self._leases[lease_id] = lease
         if keepalive:
-            self._keepalive_tasks[lease_id] = self._tasks.spawn(
-                self._keepalive_loop(lease), f"lease-{lease_id:x}"
-            )
+            try:
+                self._keepalive_tasks[lease_id] = self._tasks.spawn(
+                    self._keepalive_loop(lease), f"lease-{lease_id:x}"
+                )
+            except TaskOwnerStopped as exc:
+                # The background group ended (closing, or a loop failed): nothing could keep
+                # this lease alive, and it expires by its TTL.
+                lease._stopped = True
+                raise EtcdClosed(
+                    f"grant_lease(ttl={ttl}): the keep-alive tasks of the etcd client of "
+                    f"namespace {self._ns!r} are not running",
+                    data={"lease": lease_id},
+                ) from exc
+        self._leases[lease_id] = lease
         return lease
 
     async def revoke_lease(self, lease: EtcdLease | int) -> None:
         """Stop keeping ``lease`` (or a lease id) alive and revoke it; its keys are deleted.
 
-        Idempotent: revoking a lease that is already gone is not an error.
+        Idempotent: revoking a lease that is already gone is not an error. If cancelled, the
+        keep-alive is stopped and the lease may or may not be revoked (it then expires by TTL).
         """
         self._check_open()
         lease_id = lease if isinstance(lease, int) else lease.id
@@ -586,9 +595,7 @@ class AsyncEtcd(abc.ABC):
             known._stopped = True
         task = self._keepalive_tasks.pop(lease_id, None)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel_and_wait(task)
         await self._lease_revoke(lease_id)
 
     async def refresh_lease(self, lease: EtcdLease) -> int:
@@ -625,13 +632,14 @@ class AsyncEtcd(abc.ABC):
         raise EtcdClosed(f"wait_absent({key!r}): the client closed")
 
     async def stop_keepalive(self, lease: EtcdLease) -> None:
-        """Stop refreshing ``lease`` without revoking it: it expires after its TTL."""
+        """Stop refreshing ``lease`` without revoking it: it expires after its TTL.
+
+        Cancelling it still stops the keep-alive (the caller's cancellation propagates).
+        """
         lease._stopped = True
         task = self._keepalive_tasks.pop(lease.id, None)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel_and_wait(task)
 
     async def lease_time_to_live(self, lease: EtcdLease) -> int:
         """Remaining seconds of ``lease``; raises ``EtcdLeaseNotFound`` when it is gone."""
@@ -642,6 +650,16 @@ class AsyncEtcd(abc.ABC):
         return ttl
 
     async def _keepalive_loop(self, lease: EtcdLease) -> None:
+        """Refresh ``lease`` every ``ttl / 3``; after a failed attempt retry sooner, and
+        declare it lost once no attempt succeeded for a whole TTL.
+
+        Any ``EtcdError`` but ``EtcdClosed`` is a failed attempt (a throttled or refused
+        refresh is as good as a lost one): it never ends the loop early, so one lease's trouble
+        cannot stop the keep-alives of the others. If the loop ends any other way than being
+        stopped, the client closing or the lease found lost (a bug, or the background group
+        cancelled by another loop's failure), nothing keeps the lease alive any more, so it is
+        marked lost: whoever waits on ``wait_lost()`` learns it at once.
+        """
         clock = self._clock
         interval = max(lease.ttl / 3.0, 0.05)
         retry = min(interval, 0.25)
@@ -654,14 +672,16 @@ class AsyncEtcd(abc.ABC):
                     return
                 try:
                     remaining = await self._lease_keepalive_once(lease.id)
-                except (EtcdUnavailable, EtcdTimeout):
+                except EtcdClosed:
+                    return
+                except EtcdLeaseNotFound:
+                    remaining = 0
+                except EtcdError:
                     if clock.monotonic() - last_ok >= lease.ttl:
                         self._lease_is_lost(lease)
                         return
                     delay = retry
                     continue
-                except EtcdClosed:
-                    return
                 if remaining <= 0:
                     self._lease_is_lost(lease)
                     return
@@ -670,6 +690,8 @@ class AsyncEtcd(abc.ABC):
         finally:
             if self._keepalive_tasks.get(lease.id) is asyncio.current_task():
                 del self._keepalive_tasks[lease.id]
+            if not lease._stopped and not self._closing and not lease.lost:
+                self._lease_is_lost(lease)
 
     def _lease_is_lost(self, lease: EtcdLease) -> None:
         self._leases_lost += 1
@@ -696,3 +718,13 @@ def _in_subtree(key: str, base: str) -> bool:
 
 def _lease_id(lease: EtcdLease | None) -> int:
     return 0 if lease is None else lease.id
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it ended, without taking its outcome.
+
+    ``asyncio.wait`` neither raises the task's ``CancelledError`` (so nothing needs
+    suppressing) nor swallows a cancellation of the caller, which propagates from here.
+    """
+    task.cancel()
+    await asyncio.wait((task,))

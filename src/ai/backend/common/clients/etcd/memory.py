@@ -11,7 +11,13 @@ Guarantees (the suite of the real backend, ``tests/clients/etcd/test_etcd_confor
   [tests/clients/etcd/test_memory.py::test_lease_expiry_follows_the_manual_clock]
   [tests/clients/etcd/test_etcd_conformance.py::test_lease_expiry_deletes_keys_and_notifies_watch];
 - a watch broken by :meth:`MemoryEtcd.simulate_disconnect` resumes with no gap
-  [tests/clients/etcd/test_memory.py::test_watch_resumes_without_gap_after_disconnect].
+  [tests/clients/etcd/test_memory.py::test_watch_resumes_without_gap_after_disconnect];
+- faults of a real cluster can be injected per client: an outage
+  (:meth:`MemoryEtcd.simulate_outage`, every request fails as ``EtcdUnavailable`` while lease
+  time goes on), failing requests (:meth:`MemoryEtcd.fail_requests`) and slow replies
+  (:meth:`MemoryEtcd.delay_replies`, applied at once, answered late)
+  [tests/clients/etcd/test_memory.py::test_outage_fails_requests_and_lets_leases_expire]
+  [tests/clients/etcd/test_memory.py::test_failed_and_slow_requests].
 
 Limits: no persistence; like etcd, a transaction may not put a key twice or inside a range it
 deletes (``EtcdInvalidArgument``).
@@ -23,8 +29,9 @@ import asyncio
 import bisect
 import itertools
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final, TypeVar
 
 from ._backend import (
     Compare,
@@ -46,7 +53,21 @@ from .exceptions import (
 )
 from .types import Clock, ConfigScopes, SystemClock, WatchEventType
 
-__all__ = ("MemoryEtcd", "MemoryEtcdServer")
+__all__ = ("REQUEST_KINDS", "MemoryEtcd", "MemoryEtcdServer")
+
+T = TypeVar("T")
+
+REQUEST_KINDS: Final = frozenset(
+    {"range", "txn", "watch", "grant", "keepalive", "revoke", "time_to_live"}
+)
+"""The kinds of request :meth:`MemoryEtcd.fail_requests` can target."""
+
+
+@dataclass(slots=True)
+class _Fault:
+    error: Exception
+    remaining: int
+    kinds: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -367,6 +388,9 @@ class MemoryEtcd(AsyncEtcd):
         )
         self._server = server
         self._streams: set[_MemoryWatchStream] = set()
+        self._outage = False
+        self._faults: list[_Fault] = []
+        self._reply_delay = 0.0
 
     @property
     def server(self) -> MemoryEtcdServer:
@@ -379,6 +403,70 @@ class MemoryEtcd(AsyncEtcd):
         for stream in streams:
             stream.signal(_BROKEN)
         return len(streams)
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether a simulated outage is in progress."""
+        return self._outage
+
+    def simulate_outage(self) -> None:
+        """Lose the server until :meth:`end_outage`, as when every etcd member is unreachable.
+
+        Every request of this client (reads, writes, watch (re)connects, lease grants,
+        keep-alives, revokes) raises ``EtcdUnavailable`` without reaching the server, and its
+        watch streams break (they resume, with no gap, once the outage ends). The server's
+        lease time goes on, so leases this client cannot refresh expire with their keys.
+        """
+        self._outage = True
+        self.simulate_disconnect()
+
+    def end_outage(self) -> None:
+        """End a simulated outage: requests reach the server again."""
+        self._outage = False
+
+    def fail_requests(
+        self,
+        error: Exception,
+        *,
+        count: int = 1,
+        kinds: Collection[str] | None = None,
+    ) -> None:
+        """Make the next ``count`` requests of ``kinds`` (see :data:`REQUEST_KINDS`; every
+        kind when None) raise ``error`` without reaching the server, as a refused, throttled or
+        broken request would."""
+        chosen = REQUEST_KINDS if kinds is None else frozenset(kinds)
+        unknown = chosen - REQUEST_KINDS
+        if unknown or count < 1:
+            raise EtcdInvalidArgument(
+                f"fail_requests(kinds={sorted(unknown) or sorted(chosen)!r}, count={count!r}): "
+                f"kinds must be among {sorted(REQUEST_KINDS)} and count >= 1"
+            )
+        self._faults.append(_Fault(error, count, chosen))
+
+    def delay_replies(self, seconds: float) -> None:
+        """Answer every later request ``seconds`` (real time) after the server applied it,
+        as a loaded etcd or a failover does; a caller cancelled meanwhile does not see the
+        result of a request that took effect. ``0`` answers at once again."""
+        if seconds < 0:
+            raise EtcdInvalidArgument(f"delay_replies(seconds={seconds!r}): must be >= 0")
+        self._reply_delay = float(seconds)
+
+    def _check_faults(self, kind: str) -> None:
+        if self._outage:
+            raise EtcdUnavailable(f"{kind}: etcd unavailable (simulated outage)")
+        for fault in self._faults:
+            if kind in fault.kinds:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                raise fault.error.with_traceback(None)
+
+    async def _request(self, kind: str, apply: Callable[[], T]) -> T:
+        self._check_faults(kind)
+        result = apply()
+        if self._reply_delay > 0:
+            await asyncio.sleep(self._reply_delay)
+        return result
 
     async def _backend_open(self) -> None:
         pass
@@ -404,30 +492,31 @@ class MemoryEtcd(AsyncEtcd):
         return "memory"
 
     async def _range(self, key: str, *, prefix: bool) -> tuple[list[RawKV], int]:
-        return self._server.range(key, prefix)
+        return await self._request("range", lambda: self._server.range(key, prefix))
 
     async def _txn(
         self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
     ) -> TxnResult:
-        return self._server.txn(compares, success, failure)
+        return await self._request("txn", lambda: self._server.txn(compares, success, failure))
 
     async def _open_watch_stream(
         self, key: str, prefix: bool, start_revision: int
     ) -> RawWatchStream:
         self._check_open()
+        self._check_faults("watch")
         return self._server.open_stream(self, key, prefix, start_revision)
 
     async def _lease_grant(self, ttl: int) -> tuple[int, int]:
-        return self._server.grant(ttl), ttl
+        return await self._request("grant", lambda: (self._server.grant(ttl), ttl))
 
     async def _lease_keepalive_once(self, lease_id: int) -> int:
-        return self._server.keepalive(lease_id)
+        return await self._request("keepalive", lambda: self._server.keepalive(lease_id))
 
     async def _lease_revoke(self, lease_id: int) -> None:
-        self._server.revoke(lease_id)
+        await self._request("revoke", lambda: self._server.revoke(lease_id))
 
     async def _lease_time_to_live(self, lease_id: int) -> int:
-        return self._server.time_to_live(lease_id)
+        return await self._request("time_to_live", lambda: self._server.time_to_live(lease_id))
 
 
 async def _sleep_or_event(clock: Clock, delay: float | None, event: asyncio.Event) -> None:

@@ -34,7 +34,7 @@ from ai.backend.common.bgtask import (
     TaskState,
     UnknownTaskName,
 )
-from ai.backend.common.contexts import bind_request_id, current_request_id
+from ai.backend.common.contexts import ContextBundle, bind_request_id, current_request_id
 from ai.backend.common.events import DeliveryPattern, EventCodec, EventProducer
 from ai.backend.common.exception import InvalidArgument
 from ai.backend.common.message_queue import (
@@ -132,11 +132,13 @@ class Cluster:
         assert record is not None
         return record
 
-    async def wait_state(self, task_id: TaskId, *states: TaskState) -> TaskRecord:
+    async def wait_state(
+        self, task_id: TaskId, *states: TaskState, within: float = 30.0
+    ) -> TaskRecord:
         async def reached() -> bool:
             return (await self.record(task_id)).state in states
 
-        await until(reached)
+        await until(reached, within, f"task {task_id} in {states}")
         return await self.record(task_id)
 
     async def aclose(self) -> None:
@@ -795,3 +797,59 @@ async def test_a_node_does_not_adopt_its_own_running_task(cluster: Cluster) -> N
     assert await node_a.adopt_expired() == []
     node_b = await cluster.node("node-b", adopt=False)
     assert await node_b.adopt_expired() == [task_id]
+
+
+class StallingProducer(EventProducer):
+    """Its "Task started" broadcast hangs until released (a slow Redis, a full publish gate)."""
+
+    def __init__(self, queue: MemoryMessageQueue, source: str) -> None:
+        super().__init__(queue, source)
+        self.stalled = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    async def broadcast_event_with_cache(
+        self,
+        event: Any,
+        *,
+        cache_id: str | None = None,
+        context: ContextBundle | None = None,
+    ) -> None:
+        if getattr(event, "message", None) == "Task started" and not self.resume.is_set():
+            self.stalled.set()
+            await self.resume.wait()
+        await super().broadcast_event_with_cache(event, cache_id=cache_id, context=context)
+
+
+async def test_start_cancelled_during_its_broadcast_still_runs(cluster: Cluster) -> None:
+    ran: list[TaskId] = []
+
+    @cluster.registry.task("quick", Args)
+    async def quick(reporter: ProgressReporter, args: Args) -> str:
+        ran.append(reporter.task_id)
+        return "ran"
+
+    queue = MemoryMessageQueue(cluster.broker, QueueConfig(source="node-a"))
+    await queue.open()
+    cluster.queues.append(queue)
+    producer = StallingProducer(queue, "node-a")
+    node_a = BackgroundTaskManager(
+        cluster.store, node_id="node-a", registry=cluster.registry, producer=producer, config=BASE
+    )
+    await node_a.open()
+    cluster.managers.append(node_a)
+    await cluster.node("node-b")
+
+    caller = asyncio.create_task(node_a.start("quick"))
+    await producer.stalled.wait()
+    caller.cancel()  # e.g. the HTTP client of the request that started it went away
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    producer.resume.set()
+    [record] = await cluster.store.list_tasks()
+    task_id = record.task_id
+    # Store time stands still, so no lease expires by itself: only a task that runs here, or
+    # that node-a gave up for adoption, can end. An orphan stays pending (and renewed) forever.
+    final = await cluster.wait_state(task_id, TaskState.SUCCEEDED, within=5.0)
+    assert final.run_count == 1
+    assert ran == [task_id]
+    await until(lambda: node_a.owned() == [] and node_a.statistics().running == 0)

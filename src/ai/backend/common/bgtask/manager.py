@@ -23,6 +23,8 @@ the final tasks whose retention has passed.
 Guarantees:
 - ``start()`` returns the id once the task is recorded; it then runs and ends in a final
   state with its result [tests/bgtask/test_manager.py::test_start_runs_and_records_result];
+  a recorded task runs even if ``start()`` is cancelled during its "Task started" broadcast
+  [tests/bgtask/test_manager.py::test_start_cancelled_during_its_broadcast_still_runs];
 - a handler that raises ends ``failed`` with its error code and message; a result listing
   errors ends ``partially_succeeded``
   [tests/bgtask/test_manager.py::test_failure_and_partial_success];
@@ -524,8 +526,9 @@ class BackgroundTaskManager:
         mapping validated against it); returns the task id once the task is recorded.
 
         Raises ``UnknownTaskName``, ``InvalidTaskArgs``, ``ManagerClosed`` or the store's
-        errors. If cancelled, the task may have been recorded; it is then adopted like a task
-        whose owner died.
+        errors. If cancelled before the task is recorded, it may still have been recorded; it
+        is then adopted like a task whose owner died. If cancelled after (while "Task started"
+        is broadcast), the task runs here all the same.
         """
         self._check_running()
         definition = self._registry.resolve(name)
@@ -585,13 +588,20 @@ class BackgroundTaskManager:
         context = ContextBundle.capture()
         entry = self._new_entry(record, call, context, resumable)
         self._counts["started"] += 1
-        await self._publish(
-            BgtaskUpdatedEvent(
-                task_id=tid, current_progress=0, total_progress=0, message=STARTED_MESSAGE
-            ),
-            context,
-        )
-        self._spawn_entry(entry)
+        try:
+            # Published before the handler is spawned, so that no event of the run (nor the
+            # cached final one) can overtake "Task started".
+            await self._publish(
+                BgtaskUpdatedEvent(
+                    task_id=tid, current_progress=0, total_progress=0, message=STARTED_MESSAGE
+                ),
+                context,
+            )
+        finally:
+            # Also when the caller is cancelled during the broadcast: the entry is held here
+            # (the heartbeat renews its lease, other nodes leave it alone), so its handler
+            # must run here, or it would never run anywhere.
+            self._spawn_entry(entry)
         return tid
 
     def _new_entry(

@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 
-from ai.backend.common.clients.valkey import ValkeyClient, ValkeyStreamClient, ValkeyTarget
+from ai.backend.common.clients.valkey import (
+    ValkeyClient,
+    ValkeyConnectionError,
+    ValkeyStreamClient,
+    ValkeyTarget,
+)
 from ai.backend.common.message_queue import (
     ANYCAST_STREAM,
     BROADCAST_CHANNEL,
@@ -507,3 +512,100 @@ async def test_queued_ack_fails_when_close_runs_out_of_grace(
             with contextlib.suppress(MessageQueueError):
                 await direct
         await queue.aclose()
+
+
+# -- transient errors on the settle paths --------------------------------------------------
+
+RETRY_CLAIM = "xclaim"
+"""The hook operation of the retry path's claim."""
+
+
+class Blip:
+    """A hook that fails, or stalls, the next call of one operation once it is armed."""
+
+    def __init__(self, operation: str, *, stall: bool = False) -> None:
+        self.operation = operation
+        self.stall = stall
+        self.armed = False
+        self.hit = asyncio.Event()
+
+    async def __call__(self, operation: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        if self.armed and operation == self.operation:
+            self.armed = False
+            self.hit.set()
+            if self.stall:
+                await asyncio.Event().wait()  # until cancelled
+            raise ValkeyConnectionError(f"simulated blip in {operation}")
+        return await call()
+
+
+@pytest.mark.parametrize("stall", [False, True], ids=["fails", "cancelled"])
+async def test_retry_survives_a_failed_claim(target: ValkeyTarget, stall: bool) -> None:
+    """The claim of a due retry fails (or its reader is cancelled): the message still comes
+    back, it is not left waiting with nothing scheduled."""
+    blip = Blip(RETRY_CLAIM, stall=stall)
+    config = dataclasses.replace(FAST, group="g", consumer_id="c", retry_delay=0.1)
+    async with RedisMessageQueue(target, config, hook=blip) as queue, opened(target) as producer:
+        msg_id = await producer.send(event(1))
+        async with aclosing(queue.consume()) as messages:
+            await collect(messages, 1)
+            blip.armed = True
+            await queue.nack(msg_id, "transient")
+            if stall:
+                reader = asyncio.create_task(anext(messages))
+                await blip.hit.wait()
+                reader.cancel()  # the reader (and this iterator) stops in the claim
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        assert queue.statistics().retry_waiting == 1
+        async with aclosing(queue.consume()) as messages:
+            (again,) = await collect(messages, 1, within=5)
+        assert blip.hit.is_set()
+        assert (again.msg_id, again.delivery_count) == (msg_id, 2)
+        await queue.ack(msg_id)
+        assert queue.statistics().retry_waiting == 0
+
+
+@pytest.mark.parametrize("how", ["final_nack", "dead_letter"])
+async def test_failed_dead_letter_move_is_retried(target: ValkeyTarget, how: str) -> None:
+    """Moving a message to the dead-letter stream fails once: the call raises, the message
+    leaves the in-flight count (no slot is held for ever) and is moved on a later turn, never
+    handed out again."""
+    blip = Blip("dead_letter")
+    config = dataclasses.replace(
+        FAST, group="g", consumer_id="c", max_deliveries=2, max_in_flight=2, retry_delay=0.05
+    )
+    async with RedisMessageQueue(target, config, hook=blip) as queue, opened(target) as producer:
+        poison = await producer.send(event(0))
+        async with aclosing(queue.consume()) as messages:
+            (message,) = await collect(messages, 1)
+            if how == "final_nack":
+                await queue.nack(poison, "e1")
+                (message,) = await collect(messages, 1)
+                assert message.delivery_count == 2
+            blip.armed = True
+            settle = queue.nack if how == "final_nack" else queue.dead_letter
+            with pytest.raises(QueueUnavailable):
+                await settle(poison, "e2")
+            assert queue.statistics().in_flight == 0
+            others = await producer.send_batch([event(i) for i in range(1, 3)])
+            got = await collect(messages, 2)  # two slots: the poison holds none of them
+            assert [m.msg_id for m in got] == others
+            await queue.ack(*others)
+
+            async def dead_lettered() -> bool:
+                return len(await queue.list_dead_letters()) == 1
+
+            pump = asyncio.create_task(anext(messages))  # drives the retry path
+            try:
+                await wait_for(dead_lettered)
+                assert not pump.done()  # the poison was never handed out again
+            finally:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+        (letter,) = await queue.list_dead_letters()
+        assert (letter.original_id, letter.error) == (poison, "e2")
+        assert letter.attempts == (2 if how == "final_nack" else 1)
+        stats = queue.statistics()
+        assert (stats.in_flight, stats.retry_waiting, stats.dead_lettered) == (0, 0, 1)

@@ -112,14 +112,17 @@ class AbstractMessageQueue(abc.ABC):
         the dead-letter stream if it has been delivered ``max_deliveries`` times.
 
         If cancelled, the redelivery is still scheduled (its error may be missing from the
-        history). Raises ``UnknownMessage`` for an id not in flight at this client."""
+        history); a dead-letter move that fails or is cancelled is retried as
+        :meth:`dead_letter`'s is. Raises ``UnknownMessage`` for an id not in flight at this
+        client."""
 
     @abc.abstractmethod
     async def dead_letter(self, msg_id: str, error: str) -> None:
         """Move a message to the dead-letter stream at once (undecodable, malformed).
 
-        Atomic: if cancelled, the message is either dead-lettered and acked, or still
-        pending."""
+        Atomic: if it fails (raised) or is cancelled, the message is either dead-lettered and
+        acked, or still pending; in the latter case it no longer counts as in flight and the
+        move is retried after ``retry_delay`` (it is not handed out again)."""
 
     @abc.abstractmethod
     async def mark_handled(self, msg_id: str, handler: str) -> None:

@@ -137,6 +137,9 @@ class _Delivery:
     marks: set[str] = field(default_factory=set)
     dirty: bool = False
     """Records (handled marks, error history) may exist under this message's keys."""
+    dead: tuple[str, int] | None = None
+    """``(error, attempts)`` of a dead-letter move that failed: the retry path moves it again
+    instead of handing it out."""
 
 
 class RedisQueueBase(AbstractMessageQueue):

@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any
 
 from ai.backend.common.clients.valkey import (
@@ -120,12 +120,16 @@ class StreamsMixin(RedisQueueBase):
                         break
         finally:
             self._consuming = False
-            now = asyncio.get_running_loop().time()
-            for message in batch:  # read but never handed out: deliver them again later
-                delivery = self._in_flight.pop(message.msg_id, None)
-                if delivery is not None:
-                    self._waiting[message.msg_id] = delivery
-                    heapq.heappush(self._retries, (now, message.msg_id))
+            self._hand_back(batch)
+
+    def _hand_back(self, messages: Iterable[AnycastMessage]) -> None:
+        """Messages read but never handed out: deliver them again (to the next consume())."""
+        now = asyncio.get_running_loop().time()
+        for message in messages:
+            delivery = self._in_flight.pop(message.msg_id, None)
+            if delivery is not None:
+                self._waiting[message.msg_id] = delivery
+                heapq.heappush(self._retries, (now, message.msg_id))
 
     async def _next_batch(self, group: str, room: int) -> list[AnycastMessage]:
         assert self._streams is not None
@@ -143,6 +147,9 @@ class StreamsMixin(RedisQueueBase):
                 raise
             # hand out what is already tracked; the rest is retried on the next turn
             log.warning("maintenance of group %s failed: %s", group, exc)
+        except BaseException:
+            self._hand_back(out)  # cancelled: what was taken so far is not stranded in flight
+            raise
         if out or self._closed:
             return out
         block = self._config.block_seconds
@@ -201,36 +208,53 @@ class StreamsMixin(RedisQueueBase):
         if reason is None:
             out.append(AnycastMessage(msg_id, fields, count))
             return
-        try:
-            await self._move_to_dlq(group, msg_id, delivery, reason, attempts=count)
-        except ValkeyError:
-            # left pending: the orphan sweep hands it back and we try again
-            self._in_flight.pop(msg_id, None)
-            raise
+        await self._dead_letter_quietly(group, msg_id, delivery, reason, attempts=count)
 
     async def _redeliver_due(
         self, group: str, room: int, out: list[AnycastMessage], now: float
     ) -> None:
         assert self._streams is not None
         due: dict[str, list[str]] = {}
+        popped: list[str] = []
         taken = len(out)
         while self._retries and self._retries[0][0] <= now and taken < room:
             _, msg_id = heapq.heappop(self._retries)
             delivery = self._waiting.get(msg_id)
             if delivery is not None:
                 due.setdefault(delivery.key, []).append(msg_id)
+                popped.append(msg_id)
                 taken += 1
-        for key, msg_ids in due.items():
-            entries = [self._waiting[m].entry for m in msg_ids]
-            claimed = {
-                e.id: e for e in await self._streams.claim(key, group, self._consumer, entries)
-            }
-            for msg_id in msg_ids:
-                delivery = self._waiting.pop(msg_id)
-                got = claimed.get(delivery.entry)
-                if got is None:
-                    continue  # acked meanwhile, or deleted and dropped from the pending list
-                await self._accept(group, key, delivery.entry, got.fields, delivery.count + 1, out)
+        done: set[str] = set()
+        try:
+            for key, msg_ids in due.items():
+                entries = [d.entry for m in msg_ids if (d := self._waiting.get(m)) is not None]
+                claimed = {
+                    e.id: e for e in await self._streams.claim(key, group, self._consumer, entries)
+                }
+                for msg_id in msg_ids:
+                    done.add(msg_id)
+                    delivery = self._waiting.pop(msg_id, None)
+                    if delivery is None:
+                        continue  # acked while the claim was on its way
+                    got = claimed.get(delivery.entry)
+                    if got is None:
+                        continue  # acked meanwhile, or deleted and dropped from the pending list
+                    if delivery.dead is not None:  # a dead-letter move that failed: again
+                        self._in_flight[msg_id] = delivery
+                        error, attempts = delivery.dead
+                        await self._dead_letter_quietly(
+                            group, msg_id, delivery, error, attempts=attempts
+                        )
+                        continue
+                    count = delivery.count + 1
+                    await self._accept(group, key, delivery.entry, got.fields, count, out)
+        except BaseException:
+            # Failed or cancelled half-way: what was taken off the schedule and not dealt
+            # with goes back on it, or it would wait in ``_waiting`` for ever.
+            for msg_id in popped:
+                if msg_id not in done and msg_id in self._waiting:
+                    heapq.heappush(self._retries, (now, msg_id))
+            raise
 
     async def _maintain(self, group: str, room: int, out: list[AnycastMessage]) -> None:
         """Reclaim dead consumers' entries, hand back our orphans, read the replay stream."""
@@ -284,7 +308,7 @@ class StreamsMixin(RedisQueueBase):
             delivery = _Delivery(key, entry, deliveries, raw or {}, dirty=True)
             self._in_flight[msg_id] = delivery
             error = f"delivered {deliveries - 1} times, never settled (consumers died)"
-            await self._move_to_dlq(group, msg_id, delivery, error, attempts=deliveries - 1)
+            await self._dead_letter_quietly(group, msg_id, delivery, error, attempts=deliveries - 1)
             return
         await self._accept(group, key, entry, raw, deliveries, out)
 
@@ -344,7 +368,8 @@ class StreamsMixin(RedisQueueBase):
 
     async def nack(self, msg_id: str, error: str) -> None:
         """Deliver again after ``retry_delay`` (an ``XCLAIM`` of the same entry), or dead-letter
-        after ``max_deliveries``. The retry is scheduled even if recording the error fails."""
+        after ``max_deliveries``. The retry is scheduled even if recording the error fails; a
+        dead-letter move that fails (raised) or is cancelled is retried after ``retry_delay``."""
         self._check_open()
         group = self._require_group()
         delivery = self._in_flight.get(msg_id)
@@ -352,7 +377,7 @@ class StreamsMixin(RedisQueueBase):
             raise UnknownMessage(f"nack: message {msg_id!r} is not in flight at this consumer")
         if delivery.count >= self._config.max_deliveries:
             with _translated("nack"):
-                await self._move_to_dlq(group, msg_id, delivery, error, attempts=delivery.count)
+                await self._dead_letter(group, msg_id, delivery, error, attempts=delivery.count)
             return
         del self._in_flight[msg_id]
         delivery.dirty = True
@@ -373,7 +398,8 @@ class StreamsMixin(RedisQueueBase):
             )
 
     async def dead_letter(self, msg_id: str, error: str) -> None:
-        """Move a message to ``events:dlq`` at once and ack it (one transaction)."""
+        """Move a message to ``events:dlq`` at once and ack it (one transaction). If that fails
+        (raised) or is cancelled, the move is retried after ``retry_delay``."""
         self._check_open()
         group = self._require_group()
         delivery = self._in_flight.get(msg_id)
@@ -382,7 +408,39 @@ class StreamsMixin(RedisQueueBase):
                 f"dead_letter: message {msg_id!r} is not in flight at this consumer"
             )
         with _translated("dead_letter"):
-            await self._move_to_dlq(group, msg_id, delivery, error, attempts=delivery.count)
+            await self._dead_letter(group, msg_id, delivery, error, attempts=delivery.count)
+
+    async def _dead_letter(
+        self, group: str, msg_id: str, delivery: _Delivery, error: str, *, attempts: int
+    ) -> None:
+        """:meth:`_move_to_dlq`; if that fails or is cancelled the message is not stranded in
+        flight: it leaves it (freeing its slot) for the retry path, which claims it after
+        ``retry_delay`` and moves it again (it is never handed out again)."""
+        try:
+            await self._move_to_dlq(group, msg_id, delivery, error, attempts=attempts)
+        except BaseException:
+            if self._in_flight.pop(msg_id, None) is not None:
+                delivery.dead = (error, attempts)
+                self._waiting[msg_id] = delivery
+                due = asyncio.get_running_loop().time() + self._config.retry_delay
+                heapq.heappush(self._retries, (due, msg_id))
+                self._settled.set()
+            raise
+
+    async def _dead_letter_quietly(
+        self, group: str, msg_id: str, delivery: _Delivery, error: str, *, attempts: int
+    ) -> None:
+        """:meth:`_dead_letter` for the reader's own moves: a Redis error is logged (the move is
+        retried), so the rest of the batch is still handed out."""
+        try:
+            await self._dead_letter(group, msg_id, delivery, error, attempts=attempts)
+        except ValkeyError as exc:
+            log.warning(
+                "dead-lettering %s failed, retrying in %s s: %s",
+                msg_id,
+                self._config.retry_delay,
+                exc,
+            )
 
     async def _move_to_dlq(
         self, group: str, msg_id: str, delivery: _Delivery, error: str, *, attempts: int

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncGenerator
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from ai.backend.common.bgtask import BgtaskMetrics, TaskFollower
+from ai.backend.common.bgtask import BgtaskMetrics, ProgressReporter, TaskFollower, TaskResult
 from ai.backend.common.bgtask.sse import format_sse, make_task_events_handler
 from tests._helpers import until
 
@@ -20,21 +22,30 @@ from ._stack import open_stack
 ROUTE = "/events/background-task"
 
 
-async def read_events(response: aiohttp.ClientResponse) -> AsyncGenerator[tuple[str, str], None]:
-    """(event, data) pairs until the stream ends; comments are skipped."""
-    name, data = "", list[str]()
+async def read_frames(response: aiohttp.ClientResponse) -> AsyncGenerator[dict[str, str], None]:
+    """Each frame's fields (``event``, ``retry``, ``data`` joined by newlines) until the stream
+    ends; comments are skipped."""
+    fields: dict[str, str] = {}
     async for raw in response.content:
         line = raw.decode().rstrip("\n")
         if line.startswith(":"):
             continue
         if line == "":
-            if name or data:
-                yield name, "\n".join(data)
-            name, data = "", list[str]()
-        elif line.startswith("event: "):
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            data.append(line[len("data: ") :])
+            if fields:
+                yield fields
+            fields = {}
+            continue
+        key, _, value = line.partition(": ")
+        if key == "data" and "data" in fields:
+            fields["data"] += "\n" + value
+        else:
+            fields[key] = value
+
+
+async def read_events(response: aiohttp.ClientResponse) -> AsyncGenerator[tuple[str, str], None]:
+    """(event, data) pairs until the stream ends; comments are skipped."""
+    async for fields in read_frames(response):
+        yield fields.get("event", ""), fields.get("data", "")
 
 
 def app_for(follower: TaskFollower, metrics: BgtaskMetrics) -> web.Application:
@@ -124,3 +135,57 @@ async def test_unknown_task_is_404() -> None:
         assert bad.status == 400
         assert stack.hub.statistics().propagators == 0
         assert registry.get_sample_value("backendai_bgtask_sse_streams") == 0
+
+
+# The SSE event names an upstream client knows (lablup/backend.ai,
+# src/ai/backend/common/dto/manager/streaming/types.py: BgtaskSSEEventName), and the stream's
+# last event. Upstream's server sends a partial success as ``bgtask_done`` (with ``errors``)
+# and ``retry: 5`` on ``bgtask_updated`` (events/user_event/user_bgtask_event.py).
+UPSTREAM_SSE_NAMES = {
+    "bgtask_updated",
+    "bgtask_done",
+    "bgtask_cancelled",
+    "bgtask_failed",
+    "server_close",
+}
+
+
+@pytest.mark.parametrize("outcome", ["done", "partial", "failed", "cancelled"])
+async def test_event_names_are_upstreams(outcome: str) -> None:
+    registry = CollectorRegistry()
+    async with (
+        open_stack() as stack,
+        TestClient(TestServer(app_for(stack.follower, BgtaskMetrics(registry)))) as client,
+    ):
+        go = asyncio.Event()
+
+        async def handler(reporter: ProgressReporter) -> TaskResult:
+            reporter.update(current=1, total=3, message="one")
+            await reporter.flush()
+            await go.wait()
+            if outcome == "failed":
+                raise RuntimeError("vol3 is gone")
+            if outcome == "cancelled":
+                await asyncio.Event().wait()
+            errors = ["vol3: quota"] if outcome == "partial" else []
+            return TaskResult(message="2 of 3 copied", errors=errors)
+
+        task_id = await stack.manager.start_coroutine(handler, name="copy")
+        response = await client.get(ROUTE, params={"taskId": str(task_id)})
+        frames: list[dict[str, str]] = []
+        async for fields in read_frames(response):
+            frames.append(fields)
+            if fields.get("event") == "bgtask_updated" and '"one"' in fields["data"]:
+                if outcome == "cancelled":
+                    await stack.manager.cancel(task_id)
+                go.set()
+    names = [f["event"] for f in frames]
+    assert set(names) <= UPSTREAM_SSE_NAMES
+    assert names[-1] == "server_close"
+    final = frames[-2]
+    expected = {"done": "bgtask_done", "partial": "bgtask_done"}.get(outcome, f"bgtask_{outcome}")
+    assert final["event"] == expected
+    if outcome == "partial":
+        assert json.loads(final["data"])["errors"] == ["vol3: quota"]
+    for frame in frames:
+        assert frame.get("retry") == ("5" if frame["event"] == "bgtask_updated" else None)

@@ -1,10 +1,13 @@
 """Server-sent events of one background task, for aiohttp (upstream's event stream).
 
 The stream carries each bgtask event as ``event: <name>`` with the event's JSON as ``data``
-(``bgtask_updated``, then one of ``bgtask_done``, ``bgtask_partial_success``,
-``bgtask_failed``, ``bgtask_cancelled``), then ``event: server_close`` with ``data: {}``, as the
-upstream manager's ``/events/background-task`` does, so upstream clients can follow our tasks.
-Comments (``: keep-alive``) are written while the task is quiet.
+(``bgtask_updated`` frames with ``retry: 5``, then one of ``bgtask_done``, ``bgtask_failed``,
+``bgtask_cancelled``), then ``event: server_close`` with ``data: {}``, as the upstream manager's
+``/events/background-task`` does, so upstream clients can follow our tasks. Those are the only
+names upstream's client knows (its ``BgtaskSSEEventName``): a partial success is sent as
+``bgtask_done`` whose data keeps the ``errors`` list, as upstream's server does (the broadcast on
+Redis stays ``bgtask_partial_success``). Comments (``: keep-alive``) are written while the task
+is quiet.
 
 This module uses aiohttp directly (it sits in layer 5, below ``web/``); a route may wrap
 :meth:`TaskFollower.follow` with ``web.SSEResponse`` instead.
@@ -12,6 +15,8 @@ This module uses aiohttp directly (it sits in layer 5, below ``web/``); a route 
 Guarantees:
 - the stream ends with the task's final event and ``server_close``
   [tests/bgtask/test_sse.py::test_stream_ends_with_final_event];
+- every event name is one upstream's client knows, and ``bgtask_updated`` frames carry
+  upstream's ``retry: 5`` [tests/bgtask/test_sse.py::test_event_names_are_upstreams];
 - when the client disconnects early, the hub propagator, the follow iteration and the SSE
   gauge are released, and no series names the task
   [tests/bgtask/test_sse.py::test_early_disconnect_releases_everything];
@@ -31,16 +36,28 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ..events import BgtaskDoneEvent, BgtaskPartialSuccessEvent, BgtaskUpdatedEvent
 from ..json import dump_json_str
+from ._events import BgtaskEvent
 from .exceptions import TaskNotFound
 from .follow import TaskFollower
 from .metrics import BgtaskMetrics
 from .types import TaskId
 
-__all__ = ("SERVER_CLOSE_EVENT", "format_sse", "make_task_events_handler", "stream_task_events")
+__all__ = (
+    "SERVER_CLOSE_EVENT",
+    "UPDATED_RETRY",
+    "format_sse",
+    "make_task_events_handler",
+    "sse_frame",
+    "stream_task_events",
+)
 
 SERVER_CLOSE_EVENT = "server_close"
 """The last event of a stream (upstream's)."""
+
+UPDATED_RETRY = 5
+"""The ``retry:`` field of ``bgtask_updated`` frames (upstream's ``retry_count``)."""
 
 
 def format_sse(data: str, *, event: str | None = None, retry: int | None = None) -> bytes:
@@ -53,6 +70,17 @@ def format_sse(data: str, *, event: str | None = None, retry: int | None = None)
     lines.extend(f"data: {line}\n" for line in data.splitlines() or [""])
     lines.append("\n")
     return "".join(lines).encode()
+
+
+def sse_frame(event: BgtaskEvent) -> bytes:
+    """The SSE frame of a bgtask event as upstream's server writes it: a partial success is
+    named ``bgtask_done`` (its data keeps ``errors``), ``bgtask_updated`` has ``retry: 5``."""
+    payload = dump_json_str(event.model_dump(mode="json"))
+    if isinstance(event, BgtaskPartialSuccessEvent):
+        return format_sse(payload, event=BgtaskDoneEvent.event_name)
+    if isinstance(event, BgtaskUpdatedEvent):
+        return format_sse(payload, event=event.event_name, retry=UPDATED_RETRY)
+    return format_sse(payload, event=event.event_name)
 
 
 async def stream_task_events(
@@ -102,8 +130,7 @@ async def stream_task_events(
         event = first
         try:
             while True:
-                payload = dump_json_str(event.model_dump(mode="json"))
-                await write(format_sse(payload, event=event.event_name))
+                await write(sse_frame(event))
                 nxt = await anext(events, None)
                 if nxt is None:
                     break

@@ -853,3 +853,40 @@ async def test_start_cancelled_during_its_broadcast_still_runs(cluster: Cluster)
     assert final.run_count == 1
     assert ran == [task_id]
     await until(lambda: node_a.owned() == [] and node_a.statistics().running == 0)
+
+
+@pytest.mark.parametrize("how", ["cancel()", ShutdownPolicy.CANCEL, ShutdownPolicy.FAIL])
+async def test_handler_that_cleans_up_and_returns_is_not_a_success(
+    cluster: Cluster, how: str
+) -> None:
+    cleaned: list[TaskId] = []
+    started = asyncio.Event()
+
+    @cluster.registry.task("tidy", Args)
+    async def tidy(reporter: ProgressReporter, args: Args) -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)  # clean up, then return instead of re-raising
+            cleaned.append(reporter.task_id)
+            return "cleaned up"
+        return "unreachable"
+
+    policy = ShutdownPolicy.HANDOVER if how == "cancel()" else ShutdownPolicy(how)
+    node = await cluster.node("node-a", adopt=False, shutdown_policy=policy)
+    task_id = await node.start("tidy")
+    await started.wait()
+    if how == "cancel()":
+        record = await node.cancel(task_id)
+        expected, message = TaskState.CANCELLED, "cancelled on request"
+    else:
+        await node.aclose()
+        record = await cluster.record(task_id)
+        expected = TaskState.CANCELLED if how is ShutdownPolicy.CANCEL else TaskState.FAILED
+        message = "node 'node-a' shut down"
+    assert cleaned == [task_id]
+    assert record.state is expected
+    assert record.message == message
+    final = "bgtask_cancelled" if expected is TaskState.CANCELLED else "bgtask_failed"
+    await until(lambda: cluster.events_of(task_id)[-1][0] == final)

@@ -42,6 +42,9 @@ Guarantees:
 - closing never forgets a task: by ``shutdown_policy`` it hands them over (another node adopts
   them at once) or records them cancelled or failed with the reason
   [tests/bgtask/test_manager.py::test_shutdown_policies];
+- a handler that catches its cancellation to clean up and then returns still ends as the stop
+  says (``cancelled``, or ``failed`` by the fail policy), never ``succeeded``
+  [tests/bgtask/test_manager.py::test_handler_that_cleans_up_and_returns_is_not_a_success];
 - a cancellation requested while no node owned the task ends it ``cancelled`` on adoption
   [tests/bgtask/test_manager.py::test_cancel_while_owner_is_gone];
 - ``aclose()`` leaves no task behind
@@ -744,9 +747,10 @@ class BackgroundTaskManager:
             )
         entry.phase = "ending"
         if entry.stop is not None:
-            self._uncancel(task, entry)  # the handler swallowed the cancellation
-            if entry.stop in (_Stop.LOST, _Stop.HANDOVER):
-                return self._outcome_for_stop(entry)
+            # The handler caught the cancellation (to clean up) and returned: the stop still
+            # decides the outcome (cancelled, failed, handed over), never its return value.
+            self._uncancel(task, entry)
+            return self._outcome_for_stop(entry)
         return _outcome_of(returned)
 
     @staticmethod

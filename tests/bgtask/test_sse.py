@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncGenerator
 
@@ -13,7 +14,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from ai.backend.common.bgtask import BgtaskMetrics, ProgressReporter, TaskFollower, TaskResult
+from ai.backend.common.bgtask import (
+    BgtaskMetrics,
+    MemoryTaskStore,
+    ProgressReporter,
+    TaskFollower,
+    TaskId,
+    TaskRecord,
+    TaskResult,
+    TaskStoreUnavailable,
+)
 from ai.backend.common.bgtask.sse import format_sse, make_task_events_handler
 from tests._helpers import until
 
@@ -189,3 +199,46 @@ async def test_event_names_are_upstreams(outcome: str) -> None:
         assert json.loads(final["data"])["errors"] == ["vol3: quota"]
     for frame in frames:
         assert frame.get("retry") == ("5" if frame["event"] == "bgtask_updated" else None)
+
+
+class FlakyStore(MemoryTaskStore):
+    """A memory store whose reads fail while ``failing`` is set (Redis unreachable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+
+    async def get(self, task_id: TaskId) -> TaskRecord | None:
+        if self.failing:
+            raise TaskStoreUnavailable(f"get({task_id}): connection refused")
+        return await super().get(task_id)
+
+
+async def test_store_error_mid_stream_ends_with_server_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    store = FlakyStore()
+    registry = CollectorRegistry()
+    # No broadcasts reach the hub: the follower reads the store, which then fails.
+    async with (
+        open_stack(feed_hub=False, poll_interval=0.05, store=store) as stack,
+        TestClient(TestServer(app_for(stack.follower, BgtaskMetrics(registry)))) as client,
+    ):
+        task_id = await stack.manager.start("steps")
+        response = await client.get(ROUTE, params={"taskId": str(task_id)})
+        received: list[tuple[str, str]] = []
+        async for name, data in read_events(response):
+            received.append((name, data))
+            store.failing = True
+        assert received[0][0] == "bgtask_updated"
+        assert received[-1] == ("server_close", "{}")
+        await until(lambda: registry.get_sample_value("backendai_bgtask_sse_streams") == 0)
+        assert stack.hub.statistics().propagators == 0
+        store.failing = False
+    unhandled = [r for r in caplog.records if r.name.startswith("aiohttp")]
+    assert unhandled == []
+    warnings = [r for r in caplog.records if r.name == "ai.backend.common.bgtask.sse"]
+    assert len(warnings) == 1
+    assert str(task_id) in warnings[0].getMessage()
+    assert "connection refused" in warnings[0].getMessage()

@@ -21,7 +21,10 @@ Guarantees:
   gauge are released, and no series names the task
   [tests/bgtask/test_sse.py::test_early_disconnect_releases_everything];
 - an unknown task id is a 404 problem before any event is sent
-  [tests/bgtask/test_sse.py::test_unknown_task_is_404].
+  [tests/bgtask/test_sse.py::test_unknown_task_is_404];
+- a task-store error while streaming (Redis unreachable, the task gone) is logged and ends the
+  stream with ``server_close``; it never escapes to aiohttp as an unhandled error
+  [tests/bgtask/test_sse.py::test_store_error_mid_stream_ends_with_server_close].
 
 Limits: a disconnect is noticed within ``poll_interval`` while the task is quiet (the transport
 is polled) [tests/bgtask/test_sse.py::test_early_disconnect_releases_everything].
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -39,7 +43,7 @@ from aiohttp import web
 from ..events import BgtaskDoneEvent, BgtaskPartialSuccessEvent, BgtaskUpdatedEvent
 from ..json import dump_json_str
 from ._events import BgtaskEvent
-from .exceptions import TaskNotFound
+from .exceptions import BgtaskError, TaskNotFound
 from .follow import TaskFollower
 from .metrics import BgtaskMetrics
 from .types import TaskId
@@ -58,6 +62,8 @@ SERVER_CLOSE_EVENT = "server_close"
 
 UPDATED_RETRY = 5
 """The ``retry:`` field of ``bgtask_updated`` frames (upstream's ``retry_count``)."""
+
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 
 def format_sse(data: str, *, event: str | None = None, retry: int | None = None) -> bytes:
@@ -131,7 +137,13 @@ async def stream_task_events(
         try:
             while True:
                 await write(sse_frame(event))
-                nxt = await anext(events, None)
+                try:
+                    nxt = await anext(events, None)
+                except BgtaskError as exc:
+                    # The store failed (or lost the task) while following: end the stream
+                    # as upstream does, instead of an unhandled error and a truncated body.
+                    log.warning("bgtask %s: SSE stream ended early: %s", task_id, exc)
+                    break
                 if nxt is None:
                     break
                 event = nxt

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -890,3 +891,28 @@ async def test_handler_that_cleans_up_and_returns_is_not_a_success(
     assert record.message == message
     final = "bgtask_cancelled" if expected is TaskState.CANCELLED else "bgtask_failed"
     await until(lambda: cluster.events_of(task_id)[-1][0] == final)
+
+
+async def pull_image(reporter: ProgressReporter, image: str) -> None:
+    """An ad-hoc task function that takes an argument (started through functools.partial)."""
+
+
+async def test_partial_tasks_share_one_name(cluster: Cluster) -> None:
+    registry = CollectorRegistry()
+    node = await cluster.node("node-a", metrics=BgtaskMetrics(registry))
+    ids = [
+        await node.start_coroutine(functools.partial(pull_image, image=f"img{i}"))
+        for i in range(50)
+    ]
+    twice = functools.partial(functools.partial(pull_image), image="x")
+    ids.append(await node.start_coroutine(twice))
+    for task_id in ids:
+        await node.wait(task_id, poll_interval=0.01)
+    assert {(await cluster.record(t)).name for t in ids} == {"pull_image"}
+    labels = {
+        sample.labels["task_name"]
+        for family in registry.collect()
+        for sample in family.samples
+        if "task_name" in sample.labels
+    }
+    assert labels == {"pull_image"}

@@ -47,6 +47,9 @@ Guarantees:
   [tests/bgtask/test_manager.py::test_handler_that_cleans_up_and_returns_is_not_a_success];
 - a cancellation requested while no node owned the task ends it ``cancelled`` on adoption
   [tests/bgtask/test_manager.py::test_cancel_while_owner_is_gone];
+- an ad-hoc task (``start_coroutine``) is named after its function, through
+  ``functools.partial``, so its metric series stay bounded
+  [tests/bgtask/test_manager.py::test_partial_tasks_share_one_name];
 - ``aclose()`` leaves no task behind
   [tests/bgtask/test_manager.py::test_start_runs_and_records_result].
 
@@ -67,6 +70,7 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
@@ -560,9 +564,14 @@ class BackgroundTaskManager:
     ) -> TaskId:
         """Start an unregistered coroutine function ``func(reporter)`` (upstream's
         ``start(func)``): it is tracked, leased and cancellable like any task, but no other
-        node can run it, so if this node dies it is failed with the reason."""
+        node can run it, so if this node dies it is failed with the reason.
+
+        The task's name (also its metric label) is ``name``, else the function's
+        ``__qualname__``, looked up through ``functools.partial`` wrappers: never a repr, which
+        would carry an address and the arguments.
+        """
         self._check_running()
-        task_name = name or getattr(func, "__qualname__", None) or repr(func)
+        task_name = name or _name_of_callable(func)
         return await self._launch(
             task_name, func, manifest={}, tags=tags, resumable=False, task_id=task_id
         )
@@ -1304,6 +1313,16 @@ class _EntrySink:
 
     async def save_checkpoint(self, task_id: TaskId, value: Any) -> None:
         await self._manager._save_checkpoint(self._entry, value)
+
+
+def _name_of_callable(func: object) -> str:
+    """A bounded name for an ad-hoc task function: the same for every call of it."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__qualname__", None)
+    if isinstance(name, str) and name:
+        return name
+    return type(func).__qualname__  # a callable object: its class
 
 
 def _outcome_of(returned: object) -> TaskOutcome:

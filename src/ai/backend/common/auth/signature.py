@@ -142,6 +142,11 @@ _VERSIONS_BY_TEXT = {str(int(v)): v for v in SignatureVersion}
 
 def parse_authorization(value: str) -> AuthorizationParams:
     """Parse an ``Authorization`` header; malformed input raises ``MalformedCredentials``."""
+    return AuthorizationParams._make(_parse_authorization(value))
+
+
+def _parse_authorization(value: str) -> tuple[str, str, str, SignatureVersion]:
+    # A plain tuple: building the NamedTuple costs more than the regex match.
     if len(value) > _MAX_AUTH_HEADER_LEN:
         raise MalformedCredentials(
             f"Authorization header is {len(value)} characters long, at most "
@@ -150,7 +155,7 @@ def parse_authorization(value: str) -> AuthorizationParams:
     match = _CANONICAL_AUTH_RE.fullmatch(value)
     if match is not None:
         hash_type, access_key, signature, version = match.groups()
-        return AuthorizationParams(
+        return (
             hash_type.lower(),
             access_key,
             signature,
@@ -198,7 +203,7 @@ def parse_authorization(value: str) -> AuthorizationParams:
                 data={"header": AUTHORIZATION_HEADER, "parameter": "sigVersion"},
             )
         version = _VERSIONS_BY_TEXT[raw]
-    return AuthorizationParams(hash_type.lower(), access_key, signature, version)
+    return (hash_type.lower(), access_key, signature, version)
 
 
 def format_authorization(
@@ -272,6 +277,21 @@ def string_to_sign(
     version: SignatureVersion = SignatureVersion.V1,
 ) -> str:
     """The newline-joined text that is signed (``content_type`` already a lowercase mime type)."""
+    return _string_to_sign(
+        method, path, date_header, host, content_type, api_version, body_hash, version
+    )
+
+
+def _string_to_sign(
+    method: str,
+    path: str,
+    date_header: str,
+    host: str,
+    content_type: str,
+    api_version: str,
+    body_hash: str,
+    version: SignatureVersion,
+) -> str:
     text = (
         f"{method.upper()}\n{path}\n{date_header}\nhost:{host}\ncontent-type:{content_type}\n"
         f"x-backendai-version:{api_version}\n{body_hash}"
@@ -519,16 +539,16 @@ class HMACVerifier:
             raise MissingCredentials(
                 "the Authorization header is missing", data={"header": AUTHORIZATION_HEADER}
             )
-        params = parse_authorization(raw_auth)
-        if params.hash_type not in self._hash_types:
+        hash_type, access_key, signature, version = _parse_authorization(raw_auth)
+        if hash_type not in self._hash_types:
             raise UnsupportedSignMethod(
-                f"hash type {_echo(params.hash_type)} is not accepted; use one of "
+                f"hash type {_echo(hash_type)} is not accepted; use one of "
                 f"{', '.join(sorted(self._hash_types))}",
                 data={"header": AUTHORIZATION_HEADER, "parameter": "signMethod"},
             )
-        if params.version not in self._versions:
+        if version not in self._versions:
             raise UnsupportedSignMethod(
-                f"signature version {int(params.version)} is not accepted; use one of "
+                f"signature version {int(version)} is not accepted; use one of "
                 f"{', '.join(str(int(v)) for v in sorted(self._versions))}",
                 data={"header": AUTHORIZATION_HEADER, "parameter": "sigVersion"},
             )
@@ -565,70 +585,67 @@ class HMACVerifier:
             )
         api_version = parse_api_version(raw_version)
 
-        keypair = await self._keypairs.get(params.access_key)
+        keypair = await self._keypairs.get(access_key)
         if keypair is None or not keypair.is_active:
             raise UnknownAccessKey(
-                f"access key {_echo(params.access_key)} is unknown or inactive",
-                data={"access_key": params.access_key[:_MAX_ECHO]},
+                f"access key {_echo(access_key)} is unknown or inactive",
+                data={"access_key": access_key[:_MAX_ECHO]},
             )
 
         if self._trust_forwarded_url and (forwarded := headers.get(FORWARDED_URL_HEADER)):
             split = urlsplit(forwarded)
             path, host = split.path, split.netloc
         mime = _mime_type(headers.get("Content-Type")) if content_type is None else content_type
-        if params.version is _V2 or (
-            api_version < _BODY_UNSIGNED_FROM and mime != "multipart/form-data"
-        ):
+        if version is _V2 or (api_version < _BODY_UNSIGNED_FROM and mime != "multipart/form-data"):
             payload = body if isinstance(body, bytes) else await body()
         else:
             payload = b""
-        text = string_to_sign(
-            method=method,
-            path=path,
-            date_header=raw_date,
-            host=host,
-            content_type=mime,
-            api_version=raw_version,
-            body_hash=(
-                hashlib.new(params.hash_type, payload).hexdigest()
+        text = _string_to_sign(
+            method,
+            path,
+            raw_date,
+            host,
+            mime,
+            raw_version,
+            (
+                hashlib.new(hash_type, payload).hexdigest()
                 if payload
-                else _empty_body_hash(params.hash_type)
+                else _empty_body_hash(hash_type)
             ),
-            version=params.version,
+            version,
         )
-        expected = self._signing_keys.sign(keypair.secret_key, date, host, params.hash_type, text)
-        signature = params.signature
+        expected = self._signing_keys.sign(keypair.secret_key, date, host, hash_type, text)
         if not (
             hmac.compare_digest(expected, signature)  # str form: ASCII only
             if signature.isascii()
             else hmac.compare_digest(expected.encode("ascii"), _utf8(signature))
         ):
             raise SignatureMismatch(
-                f"signature mismatch for access key {params.access_key}: the server signed "
+                f"signature mismatch for access key {access_key}: the server signed "
                 f"method {method.upper()}, path {_echo(path)}, host {_echo(host)}, content type "
                 f"{_echo(mime)}, API version {_echo(raw_version)}, date {_echo(raw_date)} "
-                f"(signature version {int(params.version)})",
+                f"(signature version {int(version)})",
                 data={
-                    "access_key": params.access_key,
+                    "access_key": access_key,
                     "method": method.upper(),
                     "path": path,
                     "host": host,
                     "content_type": mime,
                     "api_version": raw_version,
                     "date": raw_date,
-                    "signature_version": int(params.version),
+                    "signature_version": int(version),
                 },
             )
         if self._nonce_store is not None:
             ttl = date + self._max_skew - now + self._replay_margin
-            first = await self._nonce_store.remember(f"{params.access_key}:{expected}", ttl)
+            first = await self._nonce_store.remember(f"{access_key}:{expected}", ttl)
             if not first:
                 raise ReplayedRequest(
-                    f"a request signed by access key {params.access_key} with this signature "
+                    f"a request signed by access key {access_key} with this signature "
                     f"(date {raw_date}) was already accepted; sign every request afresh",
-                    data={"access_key": params.access_key, "date": raw_date},
+                    data={"access_key": access_key, "date": raw_date},
                 )
-        return self._result(keypair, params.version)
+        return self._result(keypair, version)
 
     def _result(self, keypair: Keypair, version: SignatureVersion) -> AuthResult:
         # One immutable result per keypair and version, rebuilt when the keypair changes.

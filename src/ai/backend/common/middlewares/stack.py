@@ -131,7 +131,6 @@ def fused_middleware(
         bind_ip: contextlib.AbstractContextManager[object] = _NO_BINDING
         if request_id:  # request id: outermost
             rid = resolve_request_id(request, REQUEST_ID_HEADER, True)
-            request[REQUEST_ID_KEY] = rid
             pending[REQUEST_ID_HEADER] = rid
             bind_id, bind_ip = bind_request_id(rid), bind_client_ip(request.remote)
         preflight: web.Response | None = None
@@ -148,6 +147,8 @@ def fused_middleware(
                 elif (allowed := policy.origin_headers(origin)) is not None:
                     pending.update(allowed)
         owner = claim_response_headers(request, pending) if pending else None
+        if request_id:  # after the claim, which is cheaper on an empty request state
+            request[REQUEST_ID_KEY] = rid
         status = log_status = 500
         error_code: ErrorCode | None = _INTERNAL
         with bind_id, bind_ip:

@@ -106,7 +106,7 @@ def add_response_header(request: web.Request, name: str, value: str) -> bool:
     is the outermost and applies the headers (:func:`apply_response_headers`) once the inner
     ones have added theirs; the others only add.
     """
-    headers: PendingHeaders | None = request.get(RESPONSE_HEADERS_KEY)
+    headers: PendingHeaders | None = request.get(RESPONSE_HEADERS_KEY) if len(request) else None
     owner = headers is None
     if headers is None:
         headers = request[RESPONSE_HEADERS_KEY] = _pending()
@@ -121,7 +121,8 @@ def claim_response_headers(
     """Add several headers; the first caller of a request gets the pending record back (to
     hand to :func:`merge_response_headers` once the inner middlewares are done), the others
     ``None``."""
-    pending: PendingHeaders | None = request.get(RESPONSE_HEADERS_KEY)
+    # An empty request state cannot hold the record: skip get(), whose miss raises KeyError.
+    pending: PendingHeaders | None = request.get(RESPONSE_HEADERS_KEY) if len(request) else None
     if pending is None:
         pending = request[RESPONSE_HEADERS_KEY] = _pending(headers)
         return pending

@@ -516,7 +516,7 @@ async def test_queued_ack_fails_when_close_runs_out_of_grace(
 
 # -- transient errors on the settle paths --------------------------------------------------
 
-RETRY_CLAIM = "xclaim"
+RETRY_CLAIM = "claim_owned"
 """The hook operation of the retry path's claim."""
 
 
@@ -609,3 +609,75 @@ async def test_failed_dead_letter_move_is_retried(target: ValkeyTarget, how: str
         assert letter.attempts == (2 if how == "final_nack" else 1)
         stats = queue.statistics()
         assert (stats.in_flight, stats.retry_waiting, stats.dead_lettered) == (0, 0, 1)
+
+
+# -- liveness --------------------------------------------------------------------------------
+
+
+class Partition:
+    """A hook that makes this client's heartbeat writes fail while ``cut`` is set."""
+
+    def __init__(self) -> None:
+        self.cut = False
+
+    async def __call__(self, operation: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        if self.cut and operation == "set":
+            raise ValkeyConnectionError("simulated: the heartbeat cannot reach Redis")
+        return await call()
+
+
+async def test_retry_never_takes_back_a_reclaimed_message(target: ValkeyTarget) -> None:
+    """A's heartbeat cannot be written for longer than its TTL, so B takes over A's nacked
+    message (the documented limit); when A's retry comes due it must leave it to B, and B sees
+    the pending list's delivery count."""
+    partition = Partition()
+    base = dataclasses.replace(FAST, group="g", heartbeat_ttl=0.6)
+    a = RedisMessageQueue(
+        target, dataclasses.replace(base, consumer_id="A", retry_delay=1.5), hook=partition
+    )
+    b = RedisMessageQueue(target, dataclasses.replace(base, consumer_id="B"))
+    async with a, b, opened(target) as producer:
+        msg_id = await producer.send(event(1))
+        async with aclosing(a.consume()) as messages:
+            (first,) = await collect(messages, 1)
+        partition.cut = True  # from now on A looks dead to its peers
+        await a.nack(msg_id, "transient")  # A's retry is due in 1.5 s
+        got_a: list[AnycastMessage] = []
+        got_b: list[AnycastMessage] = []
+
+        async def pump(queue: RedisMessageQueue, sink: list[AnycastMessage]) -> None:
+            async with aclosing(queue.consume()) as it:
+                async for message in it:
+                    sink.append(message)  # a slow handler: never settled here
+
+        async with asyncio.TaskGroup() as tasks:
+            pumps = [tasks.create_task(pump(a, got_a)), tasks.create_task(pump(b, got_b))]
+            await wait_for(lambda: len(got_b) == 1)  # B took it over from "dead" A
+            partition.cut = False
+            # A's retry came due: had A claimed it, its reader would have handed it out in
+            # the same step
+            await wait_for(lambda: a.statistics().retry_waiting == 0)
+            for task in pumps:
+                task.cancel()
+        assert got_a == []  # A never took it back from B
+        assert (got_b[0].msg_id, got_b[0].delivery_count) == (msg_id, 2)
+        (entry,) = await ValkeyStreamClient(b.client).pending(ANYCAST_STREAM, "g")
+        assert (entry.consumer, entry.deliveries) == ("B", 2)
+        assert first.delivery_count == 1
+        await b.ack(msg_id)
+
+
+async def test_redelivery_count_comes_from_the_pending_list(
+    target: ValkeyTarget, raw: ValkeyClient
+) -> None:
+    async with opened(target, group="g", consumer_id="c") as queue, opened(target) as producer:
+        msg_id = await producer.send(event(1))
+        async with aclosing(queue.consume()) as messages:
+            await collect(messages, 1)
+            await queue.nack(msg_id, "transient")
+            # another delivery the server counted (a same-named consumer, a lost reply)
+            await raw.execute("XCLAIM", ANYCAST_STREAM, "g", "c", 0, msg_id)
+            (again,) = await collect(messages, 1)
+        (entry,) = await ValkeyStreamClient(raw).pending(ANYCAST_STREAM, "g")
+        assert again.delivery_count == entry.deliveries == 3
+        await queue.ack(msg_id)

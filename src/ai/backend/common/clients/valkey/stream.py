@@ -1,17 +1,21 @@
 """ValkeyStreamClient: the Redis Streams commands the message queue needs, typed.
 
-Beyond one-command wrappers it carries two server-side scripts that only touch the stream key
-(so they also run on a Cluster):
+Beyond one-command wrappers it carries three server-side scripts that only touch the stream
+key (so they also run on a Cluster):
 
 - :meth:`ValkeyStreamClient.claim_from` takes over the pending entries of one (dead) consumer
   atomically: only entries that consumer still owns move, so two reclaimers never both get one;
+- :meth:`ValkeyStreamClient.claim_owned` re-claims given entries for the consumer that owns
+  them (a redelivery), and skips any that another consumer took over meanwhile;
 - :meth:`ValkeyStreamClient.trim_retained` trims acked history by ``MINID`` and never below
   the oldest entry still pending, or not yet delivered, in ANY consumer group.
 
 Guarantees: ``trim_retained`` never removes an entry pending or undelivered in any group
 [tests/clients/valkey/test_stream.py::test_trim_retained_keeps_pending_and_undelivered];
 ``claim_from`` moves each entry once and keeps its id
-[tests/clients/valkey/test_stream.py::test_claim_from_moves_only_that_consumers_entries].
+[tests/clients/valkey/test_stream.py::test_claim_from_moves_only_that_consumers_entries];
+``claim_owned`` never takes an entry from another consumer and reports the pending list's
+delivery count [tests/message_queue/test_redis.py::test_retry_never_takes_back_a_reclaimed_message].
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class StreamEntry:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedEntry:
-    """An entry taken over by :meth:`ValkeyStreamClient.claim_from`."""
+    """An entry taken by :meth:`ValkeyStreamClient.claim_from` or ``claim_owned``."""
 
     id: str
     fields: RawFields | None
@@ -150,6 +154,22 @@ local claimed = redis.call('XCLAIM', key, ARGV[1], ARGV[3], 0, unpack(ids))
 return {claimed, counts, ids}
 """
 
+# KEYS[1] stream; ARGV: group, consumer, ids...
+_CLAIM_OWNED_SCRIPT = """
+local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local ids, counts = {}, {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', key, group, ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == consumer then
+    ids[#ids + 1] = p[1][1]
+    counts[#counts + 1] = p[1][4]
+  end
+end
+if #ids == 0 then return {{}, {}, {}} end
+local claimed = redis.call('XCLAIM', key, group, consumer, 0, unpack(ids))
+return {claimed, counts, ids}
+"""
+
 
 def _entry(raw: Any) -> StreamEntry:
     entry_id, fields = raw[0], raw[1]
@@ -182,6 +202,7 @@ class ValkeyStreamClient:
         self._client = client
         self._trim = client.raw.register_script(_TRIM_SCRIPT)
         self._claim_from = client.raw.register_script(_CLAIM_FROM_SCRIPT)
+        self._claim_owned = client.raw.register_script(_CLAIM_OWNED_SCRIPT)
 
     @property
     def client(self) -> ValkeyClient:
@@ -333,7 +354,8 @@ class ValkeyStreamClient:
     async def claim(
         self, key: str, group: str, consumer: str, ids: Sequence[str], *, min_idle_ms: int = 0
     ) -> list[StreamEntry]:
-        """``XCLAIM``: take entries (same ids), incrementing their delivery count."""
+        """``XCLAIM``: take entries (same ids), incrementing their delivery count, from
+        whichever consumer owns them (see :meth:`claim_owned` for a redelivery)."""
         if not ids:
             return []
         reply = await self._client.execute("XCLAIM", key, group, consumer, min_idle_ms, *ids)
@@ -375,6 +397,26 @@ class ValkeyStreamClient:
                 keys=[key], args=[group, from_consumer, to_consumer, count, min_idle_ms]
             ),
         )
+        return self._claimed(reply)
+
+    async def claim_owned(
+        self, key: str, group: str, consumer: str, ids: Sequence[str]
+    ) -> list[ClaimedEntry]:
+        """Atomically re-claim, for ``consumer``, those of ``ids`` still pending under
+        ``consumer`` (a redelivery: the idle time restarts and the delivery count grows), ids
+        kept; an entry acked, or taken over by another consumer meanwhile, is left alone.
+        ``deliveries`` is the pending list's count after the claim; entries deleted from the
+        stream meanwhile come back with ``fields=None`` (and leave the pending list)."""
+        if not ids:
+            return []
+        reply = await self._client.call(
+            "claim_owned",
+            lambda _: self._claim_owned(keys=[key], args=[group, consumer, *ids]),
+        )
+        return self._claimed(reply)
+
+    @staticmethod
+    def _claimed(reply: Any) -> list[ClaimedEntry]:
         if len(reply) < 3:
             return []
         claimed_raw, counts, ids = reply

@@ -5,9 +5,11 @@ MKSTREAM``), read with ``XREADGROUP`` in batches; acks issued by concurrent hand
 coalesced into one ``XACK`` per turn; sends are pipelined. Each consumer refreshes a heartbeat
 key (``events:hb:<group>:<consumer>``, TTL ``heartbeat_ttl``); the reader takes over the
 pending entries of consumers whose heartbeat is gone (a server-side script claims only what
-that consumer still owns, ids kept) and never those of a live consumer. A nack schedules an
-``XCLAIM`` of the same entry to this consumer after ``retry_delay``; after ``max_deliveries``
-the entry goes to ``events:dlq`` with its error history and is acked in the same transaction.
+that consumer still owns, ids kept) and never those of a live consumer. A nack schedules a
+re-claim of the same entry after ``retry_delay`` by a script that takes it only if it is still
+this consumer's (a peer that took it over meanwhile keeps it), with the delivery count of the
+pending list; after ``max_deliveries`` the entry goes to ``events:dlq`` with its error history
+and is acked in the same transaction.
 Replayed dead letters go to ``events:replay:<group>``, which only that group reads. Retention
 (``trim_retained``) never removes an entry pending or undelivered in any group.
 
@@ -23,8 +25,11 @@ Guarantees: the conformance suite [tests/message_queue/test_queue_conformance.py
 [test_redis.py::test_wire_format_byte_for_byte]; nothing pending is trimmed
 [test_redis.py::test_trim_never_drops_pending]; a SIGKILLed consumer process loses nothing
 [test_redis.py::test_kill_9_consumer_loses_nothing]; malformed entries are dead-lettered
-[test_redis.py::test_malformed_entries_dead_lettered]; the flow resumes after a Sentinel
-failover and, with ``wait_replicas``, no acknowledged publish is lost
+[test_redis.py::test_malformed_entries_dead_lettered]; a redelivery never takes a message
+from the peer that took it over, and reports the pending list's count
+[test_redis.py::test_retry_never_takes_back_a_reclaimed_message]
+[test_redis.py::test_redelivery_count_comes_from_the_pending_list]; the flow resumes after a
+Sentinel failover and, with ``wait_replicas``, no acknowledged publish is lost
 [test_redis.py::test_sentinel_failover_during_flow].
 
 Limits:

@@ -228,8 +228,11 @@ class StreamsMixin(RedisQueueBase):
         try:
             for key, msg_ids in due.items():
                 entries = [d.entry for m in msg_ids if (d := self._waiting.get(m)) is not None]
+                # Only what is still ours: a peer that took it over (it thought us dead)
+                # keeps it, and the count is the pending list's, not ours.
                 claimed = {
-                    e.id: e for e in await self._streams.claim(key, group, self._consumer, entries)
+                    e.id: e
+                    for e in await self._streams.claim_owned(key, group, self._consumer, entries)
                 }
                 for msg_id in msg_ids:
                     done.add(msg_id)
@@ -238,7 +241,7 @@ class StreamsMixin(RedisQueueBase):
                         continue  # acked while the claim was on its way
                     got = claimed.get(delivery.entry)
                     if got is None:
-                        continue  # acked meanwhile, or deleted and dropped from the pending list
+                        continue  # acked meanwhile, or taken over by a peer
                     if delivery.dead is not None:  # a dead-letter move that failed: again
                         self._in_flight[msg_id] = delivery
                         error, attempts = delivery.dead
@@ -246,8 +249,7 @@ class StreamsMixin(RedisQueueBase):
                             group, msg_id, delivery, error, attempts=attempts
                         )
                         continue
-                    count = delivery.count + 1
-                    await self._accept(group, key, delivery.entry, got.fields, count, out)
+                    await self._accept(group, key, delivery.entry, got.fields, got.deliveries, out)
         except BaseException:
             # Failed or cancelled half-way: what was taken off the schedule and not dealt
             # with goes back on it, or it would wait in ``_waiting`` for ever.
@@ -329,10 +331,9 @@ class StreamsMixin(RedisQueueBase):
         orphans = [p for p in pending if entry_id(key != ANYCAST_STREAM, p.id) not in known]
         if not orphans:
             return
-        counts = {p.id: p.deliveries for p in orphans}
-        claimed = await self._streams.claim(key, group, self._consumer, [p.id for p in orphans])
-        for item in claimed:
-            await self._take_over(group, key, item.id, item.fields, counts[item.id] + 1, out)
+        ids = [p.id for p in orphans]
+        for item in await self._streams.claim_owned(key, group, self._consumer, ids):
+            await self._take_over(group, key, item.id, item.fields, item.deliveries, out)
 
     # -- anycast: settle ----------------------------------------------------------
 

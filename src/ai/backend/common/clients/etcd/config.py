@@ -14,7 +14,15 @@ Guarantees:
   error, and the layer keeps the snapshot that produced the config in force
   [tests/clients/etcd/test_config.py::test_bad_value_is_rejected_and_old_config_stays];
 - no change is missed: the watches start at the revision after the snapshot's read
-  [tests/clients/etcd/test_config.py::test_change_swaps_the_config].
+  [tests/clients/etcd/test_config.py::test_change_swaps_the_config];
+- a watch that cannot resume because etcd compacted its history (a reconnect after
+  auto-compaction, even while no config changes) re-reads the prefix, reloads and watches on
+  from that read, counted in ``statistics().resyncs``
+  [tests/clients/etcd/test_config.py::test_idle_watch_survives_a_reconnect_after_compaction]
+  [tests/clients/etcd/test_config.py::test_watch_from_a_compacted_revision_resyncs];
+- entering raises when the watches cannot be opened, and leaving never swallows the caller's
+  cancellation [tests/clients/etcd/test_config.py::test_enter_raises_when_the_watch_cannot_open]
+  [tests/clients/etcd/test_config.py::test_exit_does_not_swallow_the_callers_cancellation].
 
 Limits: values are text; the loader parses them as the model's field types (JSON for lists and
 mappings), as for environment variables.
@@ -34,8 +42,8 @@ from pydantic import BaseModel
 from ...configs import AbstractConfigLayer, ConfigHolder, ConfigurationError, LoadedConfig
 from ...configs.provenance import KeyPath, ValueSource, format_key_path
 from ._keys import slash
-from .abc import AsyncEtcd
-from .exceptions import EtcdError
+from .abc import AsyncEtcd, EtcdWatch
+from .exceptions import EtcdClosed, EtcdError, EtcdTimeout, EtcdUnavailable, EtcdWatchCompacted
 from .types import ConfigScopes
 
 __all__ = ("ConfigWatchStatistics", "EtcdConfigLayer", "EtcdConfigWatcher")
@@ -114,13 +122,20 @@ class ConfigWatchStatistics:
     """Changes rejected because the result did not validate."""
     last_error: str | None
     """The message of the last rejection."""
+    resyncs: int = 0
+    """Times the history to resume from was compacted away, so the prefix was read again."""
 
 
 class EtcdConfigWatcher(Generic[M]):
     """Reloads ``holder`` whenever the etcd layer's prefix changes; a bad value is rejected.
 
     ``layer`` must be one of the holder's loader layers. ``async with`` refreshes the layer
-    first if it was never refreshed, then watches until the block ends.
+    first if it was never refreshed, opens the watches (raising the ``EtcdError`` if they
+    cannot be opened), then follows changes until the block ends. If the revision a watch must
+    resume from was compacted away (a reconnect after etcd's auto-compaction, even with no
+    config change at all), the watcher reads the prefix again, reloads, and watches on from the
+    revision of that read. Leaving the block raises a failure of the background task, if any;
+    cancelling ``__aenter__`` or ``__aexit__`` stops the watcher and propagates.
     """
 
     def __init__(
@@ -148,14 +163,24 @@ class EtcdConfigWatcher(Generic[M]):
         self._runner: asyncio.Task[None] | None = None
         self._reloads = 0
         self._rejections = 0
+        self._resyncs = 0
         self._last_error: str | None = None
 
     async def __aenter__(self) -> Self:
         if self._layer.snapshot() is None:
             await self._layer.refresh()
-        ready = asyncio.Event()
-        self._runner = asyncio.create_task(self._run(ready), name="etcd-config-watcher")
-        await ready.wait()
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        runner = self._runner = asyncio.create_task(self._run(ready), name="etcd-config-watcher")
+        try:
+            await asyncio.wait((ready, runner), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await self._stop()
+            raise
+        if not ready.done():
+            # The runner ended before its watches were open: raise why.
+            self._runner = None
+            runner.result()
+            raise EtcdClosed(f"config watch of {self._layer.location} ended before it started")
         return self
 
     async def __aexit__(
@@ -164,17 +189,38 @@ class EtcdConfigWatcher(Generic[M]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        await self._stop()
 
-    async def _run(self, ready: asyncio.Event) -> None:
+    async def _stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        runner.cancel()
+        # asyncio.wait takes neither the runner's outcome nor a cancellation of ours.
+        await asyncio.wait((runner,))
+        if not runner.cancelled() and (failure := runner.exception()) is not None:
+            raise failure
+
+    async def _run(self, ready: asyncio.Future[None]) -> None:
+        start = self._layer.revision + 1
+        while True:
+            try:
+                await self._follow(start, ready)
+                return  # every watch ended: the etcd client was closed
+            except EtcdWatchCompacted:
+                self._resyncs += 1
+                start = await self._resync() + 1
+            except (EtcdUnavailable, EtcdTimeout):
+                if not ready.done():
+                    raise
+                await asyncio.sleep(self._retry_interval)
+
+    async def _follow(self, start: int, ready: asyncio.Future[None]) -> None:
+        """Watch every scope from ``start`` and apply changes; raises ``EtcdWatchCompacted``
+        when a watch cannot resume, returns when every watch ended (client closed)."""
         layer = self._layer
         etcd = layer.etcd
-        start = layer.revision + 1
-        prefixes = _scopes_to_watch(etcd, layer.scope)
+        compacted: list[EtcdWatchCompacted] = []
         async with contextlib.AsyncExitStack() as stack:
             watches = [
                 await stack.enter_async_context(
@@ -184,21 +230,49 @@ class EtcdConfigWatcher(Generic[M]):
                         start_revision=start,
                     )
                 )
-                for scope in prefixes
+                for scope in _scopes_to_watch(etcd, layer.scope)
             ]
+            if not ready.done():
+                ready.set_result(None)
             async with asyncio.TaskGroup() as tg:
-                for watch in watches:
-                    tg.create_task(self._pump(watch))
-                ready.set()
-                while True:
+                pumps = [tg.create_task(self._pump(watch, compacted)) for watch in watches]
+                while not compacted and not all(p.done() for p in pumps):
                     await self._changed.wait()
+                    if compacted:
+                        break
                     await asyncio.sleep(self._debounce)  # let a burst of changes settle
                     self._changed.clear()
+                    if compacted:
+                        break
                     await self._apply()
+                for pump in pumps:
+                    pump.cancel()
+        if compacted:
+            raise compacted[0]
 
-    async def _pump(self, watch: Any) -> None:
-        async for _ in watch:
-            self._changed.set()
+    async def _pump(self, watch: EtcdWatch, compacted: list[EtcdWatchCompacted]) -> None:
+        try:
+            async for _ in watch:
+                self._changed.set()
+        except EtcdWatchCompacted as exc:
+            compacted.append(exc)
+        # Wake the main loop: it stops on a compaction, or when every watch has ended.
+        self._changed.set()
+
+    async def _resync(self) -> int:
+        """Read the prefix again (retrying while etcd is unreachable) and reload; returns the
+        revision read at, from which watching resumes (even if the reload was rejected)."""
+        layer = self._layer
+        self._changed.clear()  # the read below sees every change made so far
+        previous, previous_rev = layer.snapshot(), layer.revision
+        while True:
+            try:
+                revision = await layer.refresh()
+                break
+            except ConfigurationError:
+                await asyncio.sleep(self._retry_interval)
+        await self._reload(previous, previous_rev)
+        return revision
 
     async def _apply(self) -> None:
         layer = self._layer
@@ -210,7 +284,12 @@ class EtcdConfigWatcher(Generic[M]):
             await asyncio.sleep(self._retry_interval)
             self._changed.set()
             return
+        await self._reload(previous, previous_rev)
+
+    async def _reload(self, previous: Mapping[str, Any] | None, previous_rev: int) -> None:
+        layer = self._layer
         try:
+            # Other layers (files) may block on I/O: reload off the event loop.
             loaded = await asyncio.to_thread(self._holder.reload)
         except ConfigurationError as exc:
             layer.restore(previous, previous_rev)
@@ -224,8 +303,10 @@ class EtcdConfigWatcher(Generic[M]):
             self._on_reloaded(loaded)
 
     def statistics(self) -> ConfigWatchStatistics:
-        """Reloads, rejections and the last error."""
-        return ConfigWatchStatistics(self._reloads, self._rejections, self._last_error)
+        """Reloads, rejections, the last error and resyncs after compaction."""
+        return ConfigWatchStatistics(
+            self._reloads, self._rejections, self._last_error, resyncs=self._resyncs
+        )
 
 
 def _scopes_to_watch(etcd: AsyncEtcd, scope: ConfigScopes) -> list[ConfigScopes]:

@@ -280,7 +280,36 @@ async def test_release_hands_over(store: AbstractTaskStore, backend: StoreBacken
     assert [e.task_id for e in await store.expired()] == [task_id]
     adopted = await store.adopt(task_id, "node-b", lease_ttl=backend.lease)
     assert adopted is not None
-    assert adopted.token == 2
+    assert adopted.owner == "node-b"
+    assert adopted.previous_owner == "node-a"
+    assert adopted.token > lease.token
+
+
+async def test_released_lease_is_over(store: AbstractTaskStore, backend: StoreBackend) -> None:
+    task_id = await create(store, backend)
+    lease = Lease(task_id, "node-a", 1)
+    await store.mark_running(lease, lease_ttl=backend.lease)
+    await store.release(lease)
+    # A heartbeat that was already on its way when the owner released the task: it must not
+    # extend the lease again (that would delay the hand-over by a whole lease).
+    assert await store.renew("node-a", [lease], lease_ttl=backend.lease) == {
+        task_id: LeaseStatus.LOST
+    }
+    assert [e.task_id for e in await store.expired()] == [task_id]
+    # Nor may the released lease write.
+    with pytest.raises(StaleFencingToken):
+        await store.update_progress(lease, current=1, total=2)
+    with pytest.raises(StaleFencingToken):
+        await store.finish(lease, TaskOutcome(TaskState.SUCCEEDED))
+    with pytest.raises(StaleFencingToken):
+        await store.release(lease)
+    record = await store.get(task_id)
+    assert record is not None
+    assert record.state is TaskState.PENDING
+    assert record.token > lease.token
+    adopted = await store.adopt(task_id, "node-b", lease_ttl=backend.lease)
+    assert adopted is not None
+    assert adopted.token > record.token
 
 
 async def test_request_cancel_notifies(store: AbstractTaskStore, backend: StoreBackend) -> None:

@@ -17,6 +17,9 @@ Guarantees:
   nothing; adoption needs an expired lease and raises the token
   [tests/bgtask/test_store_conformance.py::test_stale_token_is_rejected]
   [tests/bgtask/test_store_conformance.py::test_adopt_needs_an_expired_lease];
+- a released lease (graceful hand-over) is over at once: a heartbeat still under way cannot
+  renew it, so the next adoption scan takes the task
+  [tests/bgtask/test_store_conformance.py::test_released_lease_is_over];
 - a crashed owner's tasks are adopted within two lease periods and resumed or failed with the
   reason; nothing stays ``running`` [tests/bgtask/test_kill.py::test_kill_9_owner_is_adopted]
   [tests/bgtask/test_manager.py::test_adoption_resumes_or_fails];

@@ -28,6 +28,8 @@ class AbstractTaskStore(abc.ABC):
       changes nothing (a final task raises ``TaskAlreadyFinished``);
     - ``adopt`` succeeds only once the lease has expired on the store's clock, and gives the
       adopter a token one higher than the last, so the previous owner's writes are rejected;
+    - ``release`` ends the lease at once: the token moves one up, so the released lease can
+      neither be renewed nor write;
     - a task keeps its lease only while its owner renews it; an unfinished task whose lease ran
       out is listed by ``expired``;
     - a final task is listed and readable for its retention period; then ``purge`` removes the
@@ -130,7 +132,11 @@ class AbstractTaskStore(abc.ABC):
     @abc.abstractmethod
     async def release(self, lease: Lease) -> None:
         """Give the task up: it goes back to ``pending`` with an expired lease, so another node
-        adopts it on its next scan (graceful hand-over)."""
+        adopts it on its next scan (graceful hand-over).
+
+        The released lease is over: the task's fencing token moves one up, so a renewal
+        presenting the old lease (a heartbeat already under way) reports ``LOST`` and extends
+        nothing, and a write presenting it raises ``StaleFencingToken``."""
 
     @abc.abstractmethod
     async def renew(

@@ -1151,7 +1151,8 @@ class BackgroundTaskManager:
         for entry in entries:
             status = statuses.get(entry.task_id, LeaseStatus.LOST)
             if status is LeaseStatus.LOST:
-                self._lose(entry)
+                if not entry.closed:  # else finished or released here meanwhile: not lost
+                    self._lose(entry)
             elif status is LeaseStatus.CANCEL_REQUESTED and entry.stop is None:
                 self._spawn(
                     self._stop(entry, _Stop.CANCEL, "cancelled on request"),

@@ -232,9 +232,14 @@ class MemoryTaskStore(AbstractTaskStore):
         )
 
     async def release(self, lease: Lease) -> None:
-        """Back to pending with an expired lease."""
+        """Back to pending with an expired lease; the released lease's token is retired."""
         record = self._fenced(lease, "release")
-        self._put(record, state=TaskState.PENDING, lease_expires_at=self._clock.time())
+        self._put(
+            record,
+            state=TaskState.PENDING,
+            token=record.token + 1,
+            lease_expires_at=self._clock.time(),
+        )
 
     async def renew(
         self, owner: str, leases: Sequence[Lease], *, lease_ttl: float

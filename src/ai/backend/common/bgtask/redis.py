@@ -145,7 +145,8 @@ elseif op == 'release' then
   local key = tkey(id)
   local bad = check(key, owner, token)
   if bad then return bad end
-  redis.call('HSET', key, 'state', 'pending', 'lease', fmt(now), 'updated_at', fmt(now))
+  redis.call('HSET', key, 'state', 'pending', 'token', tostring(tonumber(token) + 1),
+    'lease', fmt(now), 'updated_at', fmt(now))
   redis.call('ZADD', LEASES, now, id)
   return {'ok'}
 
@@ -497,7 +498,7 @@ class RedisTaskStore(AbstractTaskStore):
         return _record(reply[1:])
 
     async def release(self, lease: Lease) -> None:
-        """Back to pending with an expired lease."""
+        """Back to pending with an expired lease; the released lease's token is retired."""
         reply = await self._run("release", str(lease.task_id), lease.owner, str(lease.token))
         self._raise_for(reply, lease, "release")
 

@@ -3,7 +3,7 @@
 A task record is what the task store keeps per task (one Redis hash ``bgtask:t:<id>``, see
 :mod:`.redis`); every node reads the same record. A :class:`Lease` is the right to write it: the
 owner's node id plus the task's fencing token, which grows by one each time another node adopts
-the task, so a write presenting an older token is rejected.
+the task (and when its owner releases it), so a write presenting an older token is rejected.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ class LeaseStatus(enum.StrEnum):
     CANCEL_REQUESTED = "cancel_requested"
     """Still ours and extended, and someone asked for the task to be cancelled."""
     LOST = "lost"
-    """Not ours any more (adopted by another node, finished, or gone): stop, write nothing."""
+    """Not ours any more (released, adopted by another node, finished, or gone): stop, write
+    nothing."""
 
 
 class ShutdownPolicy(enum.StrEnum):
@@ -172,7 +173,7 @@ class TaskRecord:
     owner: str
     """The node that holds (or last held) the lease."""
     token: int
-    """The fencing token: 1 at creation, one more at each adoption."""
+    """The fencing token: 1 at creation, one more at each adoption and at each release."""
     args: Mapping[str, Any] = field(default_factory=dict)
     """The manifest: the handler's arguments as JSON, enough to resume on another node."""
     tags: tuple[str, ...] = ()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ai.backend.common.configs import (
     REDACTED,
@@ -26,6 +27,7 @@ from ai.backend.common.configs import (
     YamlFileLayer,
     load_config,
 )
+from ai.backend.common.dto import BaseConfigModel
 from ai.backend.common.exception import BackendAIError
 
 from ._models import ClusterConfig, LaxConfig, ManagerConfig, OpenConfig, RequiredConfig
@@ -173,6 +175,133 @@ def test_bad_secret_value_is_not_echoed() -> None:
     assert "987654321" not in str(info.value)
     assert "<redacted>" in str(info.value)
     assert info.value.data["errors"][0]["value"] == "<redacted>"
+
+
+class _Login(BaseConfigModel):
+    user: str = "app"
+    password: SecretStr
+
+    @model_validator(mode="after")
+    def _no_root(self) -> _Login:
+        if self.user == "root":
+            raise ValueError("user root is not allowed")
+        return self
+
+
+class _Peer(BaseConfigModel):
+    name: str
+    token: str = Field(json_schema_extra={"secret": True})
+
+    @field_validator("token")
+    @classmethod
+    def _strong(cls, value: str) -> str:
+        if value.startswith("weak"):
+            raise ValueError(f"token {value!r} is too weak")  # quotes its input
+        return value
+
+
+class _Pg(BaseConfigModel):
+    kind: str = "pg"
+    password: str = Field(min_length=20, json_schema_extra={"secret": True})
+
+
+class _My(BaseConfigModel):
+    kind: str = "mysql"
+    password: SecretStr
+    port: int
+
+
+class _Guarded(BaseConfigModel):
+    db: _Login
+    peers: list[_Peer] = []
+    groups: dict[str, list[_Peer]] = {}
+    store: _Pg | _My | None = None
+    tokens: list[SecretStr] = []
+
+    @model_validator(mode="after")
+    def _no_admin(self) -> _Guarded:
+        if self.db.user == "admin":
+            raise ValueError("admin is reserved")
+        return self
+
+
+def _assert_hidden(err: BackendAIError, *secrets: str) -> None:
+    shown = [str(err), repr(err), json.dumps(err.data), json.dumps(err.problem())]
+    for secret in secrets:
+        for text in shown:
+            assert secret not in text
+
+
+def test_section_validator_error_does_not_echo_secret(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.toml", '[db]\nuser = "root"\npassword = "hunter2-db"\n')
+    with pytest.raises(ConfigValidationError) as info:
+        load_config(_Guarded, config_file=path, env_prefix=None)
+    _assert_hidden(info.value, "hunter2-db")
+    assert f"{path}, key db: Value error, user root is not allowed (got <redacted>)" in str(
+        info.value
+    )
+    assert info.value.data["errors"][0]["value"] == "<redacted>"
+
+
+def test_root_validator_error_does_not_echo_secret() -> None:
+    overrides = {"db": {"user": "admin", "password": "hunter2-root"}}
+    with pytest.raises(ConfigValidationError) as info:
+        load_config(_Guarded, overrides=overrides, env_prefix=None)
+    _assert_hidden(info.value, "hunter2-root")
+    assert "admin is reserved" in str(info.value)
+
+
+def test_union_member_error_does_not_echo_secret() -> None:
+    overrides = {"db": {"password": "pw"}, "store": {"password": "hunter2-union", "port": "x"}}
+    with pytest.raises(ConfigValidationError) as info:
+        load_config(_Guarded, overrides=overrides, env_prefix=None)
+    _assert_hidden(info.value, "hunter2-union")
+    locs = {e["loc"] for e in info.value.data["errors"]}
+    assert "store._Pg.password" in locs
+    assert "store._My.port" in locs  # an error outside the secret still shows its value
+    assert "(got 'x')" in str(info.value)
+
+
+def test_validator_quoting_a_secret_is_scrubbed() -> None:
+    overrides = {"db": {"password": "pw"}, "peers": [{"name": "a", "token": "weak-hunter2"}]}
+    with pytest.raises(ConfigValidationError) as info:
+        load_config(_Guarded, overrides=overrides, env_prefix=None)
+    _assert_hidden(info.value, "weak-hunter2")
+    assert "is too weak" in str(info.value)
+
+
+def test_bad_json_in_env_is_not_echoed() -> None:
+    environ = {"BACKEND_DB": '{"password": "hunter2-env" oops}'}
+    with pytest.raises(ConfigurationError) as info:
+        load_config(_Guarded, environ=environ)
+    _assert_hidden(info.value, "hunter2-env", "oops")
+    assert "BACKEND_DB" in str(info.value)
+    assert "line 1, column 28" in str(info.value)
+    assert (info.value.data["line"], info.value.data["column"]) == (1, 28)
+    with pytest.raises(ConfigurationError) as info:
+        load_config(_Guarded, environ={"BACKEND_TOKENS": '["hunter2-a", 5'})
+    _assert_hidden(info.value, "hunter2-a")
+    assert "BACKEND_TOKENS" in str(info.value)
+
+
+def test_dump_redacts_secrets_inside_lists_of_models(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "m.toml",
+        '[db]\npassword = "pw-1234"\n[[peers]]\nname = "a"\ntoken = "hunter2-peer"\n'
+        '[[groups.g]]\nname = "b"\ntoken = "hunter2-group"\n',
+    )
+    loaded = load_config(_Guarded, config_file=path, environ={"BACKEND_TOKENS": '["hunter2-tok"]'})
+    text = loaded.dump()
+    for secret in ("pw-1234", "hunter2-peer", "hunter2-group", "hunter2-tok"):
+        assert secret not in text
+        assert secret not in repr(loaded.describe())
+    by_key = {e.key: e for e in loaded.describe()}
+    assert by_key["peers[0].name"].value == "a"
+    assert by_key["peers[0].token"].value == REDACTED
+    assert by_key["peers[0].token"].secret
+    assert by_key["peers[0].token"].source.location == str(path)
+    assert by_key["groups.g[0].token"].value == REDACTED
+    assert by_key["tokens"].secret
 
 
 def test_unknown_key_is_reported(tmp_path: Path) -> None:

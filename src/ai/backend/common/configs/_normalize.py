@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from json import JSONDecodeError
 from typing import Any
 
 from pydantic import BaseModel
@@ -122,10 +123,9 @@ class _Walker:
             try:
                 value = load_json(value, source=str(source))
             except InvalidArgument as exc:
-                raise ConfigurationError(
-                    f"{source}: expected JSON for a list, table or section, got {value!r}",
-                    data={**source.to_dict(), "source": str(source)},
-                ) from exc
+                # Never echo the text: the variable may hold a secret (a password inside a
+                # section given as JSON); the position of the error is enough to find it.
+                raise _bad_json(source, exc) from exc
         sub = model_of(annotation)
         if sub is not None and isinstance(value, Mapping):
             return self.model(model_spec(sub), value, cpath, rpath)
@@ -142,3 +142,18 @@ class _Walker:
         if isinstance(value, Mapping):
             return {k: self.untyped(v, (*cpath, k), (*rpath, k)) for k, v in value.items()}
         return value
+
+
+def _bad_json(source: ValueSource, exc: InvalidArgument) -> ConfigurationError:
+    """The error for text that is not JSON: its position and the parser's reason, no text."""
+    cause = exc.__cause__
+    data: dict[str, Any] = {**source.to_dict(), "source": str(source)}
+    detail = "it is not valid JSON"
+    if isinstance(cause, JSONDecodeError):
+        data.update(line=cause.lineno, column=cause.colno)
+        detail += f" ({cause.msg} at line {cause.lineno}, column {cause.colno})"
+    return ConfigurationError(
+        f"{source}: expected JSON for a list, table or section, but {detail}; "
+        "the value is not shown as it may hold a secret",
+        data=data,
+    )

@@ -9,13 +9,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, SecretBytes, SecretStr
+from pydantic import AliasChoices, BaseModel, Secret, SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
 
 __all__ = (
     "FieldSpec",
     "ModelSpec",
     "extra_policy",
+    "holds_secret",
     "is_secret_field",
     "loose_key",
     "mapping_value_type",
@@ -23,6 +24,7 @@ __all__ = (
     "model_of",
     "model_spec",
     "sequence_item_type",
+    "union_member",
     "wants_container",
 )
 
@@ -162,16 +164,73 @@ def wants_container(annotation: Any) -> bool:
     )
 
 
+_SECRET_TYPES = (SecretStr, SecretBytes, Secret)
+
+
+def _is_secret_type(annotation: Any) -> bool:
+    candidate = typing.get_origin(annotation) or annotation
+    return isinstance(candidate, type) and issubclass(candidate, _SECRET_TYPES)
+
+
+def _is_secret_marker(info: Any) -> bool:
+    extra = getattr(info, "json_schema_extra", None)
+    return isinstance(extra, dict) and extra.get("secret") is True
+
+
 def mentions_secret(annotation: Any) -> bool:
-    """Whether an annotation is, or contains, ``SecretStr`` or ``SecretBytes``."""
-    if annotation is SecretStr or annotation is SecretBytes:
+    """Whether an annotation is, or contains, ``SecretStr``/``SecretBytes``/``Secret[T]``.
+
+    Contains means: as an argument of a container, union or ``Annotated`` (the latter also
+    counts a ``Field(json_schema_extra={"secret": True})`` in its metadata); models are
+    not looked into (see :func:`holds_secret`).
+    """
+    if _is_secret_type(annotation) or _is_secret_marker(annotation):
         return True
     return any(mentions_secret(arg) for arg in typing.get_args(annotation))
 
 
+def holds_secret(annotation: Any) -> bool:
+    """Whether a value of this annotation can hold a secret anywhere inside it.
+
+    Like :func:`mentions_secret`, and also looking into models: a model holds a secret when
+    one of its fields is secret (:func:`is_secret_field`) or holds one, nested models,
+    containers and union members included.
+    """
+    return _holds_secret(annotation, frozenset())
+
+
+def _holds_secret(annotation: Any, seen: frozenset[type[BaseModel]]) -> bool:
+    if _is_secret_type(annotation) or _is_secret_marker(annotation):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in seen:
+            return False  # a recursive model: its fields are being checked already
+        inner = seen | {annotation}
+        return any(
+            spec.secret or _holds_secret(spec.info.annotation, inner)
+            for spec in model_spec(annotation).fields
+        )
+    return any(_holds_secret(arg, seen) for arg in typing.get_args(annotation))
+
+
+def union_member(annotation: Any, tag: str | int) -> Any | None:
+    """The member of a union annotation that pydantic names ``tag`` in an error location.
+
+    pydantic names a model member by its class name; other members (and tags of
+    discriminated unions) are not resolved and give ``None``.
+    """
+    annotation = _strip(annotation)
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    for member in typing.get_args(annotation):
+        sub = model_of(member)
+        if sub is not None and sub.__name__ == tag:
+            return member
+    return None
+
+
 def is_secret_field(info: FieldInfo) -> bool:
     """A field is secret when typed ``SecretStr``/``SecretBytes`` or marked ``{"secret": True}``."""
-    extra = info.json_schema_extra
-    if isinstance(extra, dict) and extra.get("secret") is True:
+    if _is_secret_marker(info):
         return True
     return mentions_secret(info.annotation)

@@ -19,14 +19,31 @@ Guarantees:
   [tests/configs/test_loader.py::test_unknown_key_is_reported]
   [tests/configs/test_loader.py::test_extra_allow_keeps_and_ignore_lists];
 - :meth:`LoadedConfig.dump` shows every value with its source and never a secret's value
-  (``SecretStr``/``SecretBytes`` fields and fields marked ``json_schema_extra={"secret": True}``)
-  [tests/configs/test_loader.py::test_dump_redacts_secrets].
+  (``SecretStr``/``SecretBytes`` fields and fields marked ``json_schema_extra={"secret": True}``),
+  also inside lists and mappings of models, which are listed one leaf at a time
+  [tests/configs/test_loader.py::test_dump_redacts_secrets]
+  [tests/configs/test_loader.py::test_dump_redacts_secrets_inside_lists_of_models];
+- a validation error never shows a secret: the input at a location whose annotation is or
+  holds a secret (a section, a union member, the whole model) is shown as ``<redacted>`` in
+  the message and in ``data["errors"][i]["value"]``, and a secret's text quoted by a
+  validator's message is replaced too
+  [tests/configs/test_loader.py::test_section_validator_error_does_not_echo_secret]
+  [tests/configs/test_loader.py::test_root_validator_error_does_not_echo_secret]
+  [tests/configs/test_loader.py::test_union_member_error_does_not_echo_secret]
+  [tests/configs/test_loader.py::test_validator_quoting_a_secret_is_scrubbed];
+- text in an environment variable that is not valid JSON (for a list, table or section) is
+  reported by variable and position, never echoed
+  [tests/configs/test_loader.py::test_bad_json_in_env_is_not_echoed].
 
 Limits:
 - a field typed as a union of several models is validated by pydantic but its keys are not
   checked by the loader (it cannot know which model applies).
 - a validation error raised by a model validator over several fields is attributed to the
   nearest source the loader can find for its location.
+- redaction in a validation error is by location, so it errs on the safe side: the input of
+  a failing section (or union) that holds any secret is hidden whole, even when the failing
+  part was not the secret; a secret shorter than 4 characters quoted by a validator's own
+  message is not scrubbed from it.
 """
 
 from __future__ import annotations
@@ -41,7 +58,14 @@ from pydantic_core import to_jsonable_python
 
 from ..json import dump_json_str
 from ._normalize import normalize_layer
-from ._schema import mapping_value_type, mentions_secret, model_of, model_spec, sequence_item_type
+from ._schema import (
+    holds_secret,
+    mapping_value_type,
+    model_of,
+    model_spec,
+    sequence_item_type,
+    union_member,
+)
 from .discovery import find_config_file
 from .exceptions import ConfigUnknownKeyError, ConfigValidationError
 from .provenance import KeyPath, Provenance, ValueSource, format_key_path, merge_layers
@@ -114,6 +138,11 @@ class LoadedConfig(Generic[M]):
         elif isinstance(value, Mapping) and value:
             for key, item in value.items():
                 yield from self._value_entries(item, (*path, key), secret)
+        elif isinstance(value, list | tuple) and any(map(_is_structured, value)):
+            # Items that are models or mappings are listed one leaf at a time, so a
+            # secret-marked field inside them is redacted like anywhere else.
+            for index, item in enumerate(value):
+                yield from self._value_entries(item, (*path, index), secret)
         else:
             secret = secret or isinstance(value, SecretStr | SecretBytes)
             shown = REDACTED if secret and value is not None else to_jsonable_python(value)
@@ -200,6 +229,10 @@ def load_config(
     ).load()
 
 
+def _is_structured(value: Any) -> bool:
+    return isinstance(value, BaseModel | Mapping | list | tuple)
+
+
 def _respell(parts: Sequence[str | int], old: str, new: str) -> tuple[str | int, ...]:
     return tuple(p.replace(old, new) if isinstance(p, str) else p for p in parts)
 
@@ -214,13 +247,19 @@ def _where(source: ValueSource | None, loc: KeyPath) -> str:
 
 
 def _is_secret(model: type[BaseModel], loc: KeyPath) -> bool:
+    """Whether the input at ``loc`` may hold a secret: the annotation there holds one.
+
+    Walks models, containers and union members (by the member's class name, as pydantic
+    writes it); a part it cannot resolve stops the walk at the annotation above it, so a
+    section, a union or a whole model that holds any secret counts as secret.
+    """
     annotation: Any = model
     for part in loc:
         sub = model_of(annotation)
         if sub is not None:
             spec = model_spec(sub).find(str(part))
             if spec is None:
-                return False
+                return holds_secret(sub)
             if spec.secret:
                 return True
             annotation = spec.info.annotation
@@ -229,9 +268,42 @@ def _is_secret(model: type[BaseModel], loc: KeyPath) -> bool:
         if item is None:
             item = sequence_item_type(annotation)
         if item is None:
+            item = union_member(annotation, part)
+        if item is None:
             break
         annotation = item
-    return mentions_secret(annotation)
+    return holds_secret(annotation)
+
+
+def _secret_texts(model: type[BaseModel], loc: KeyPath, value: Any) -> Iterator[str]:
+    """The text of every leaf of the input at ``loc`` that sits at a secret location."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _secret_texts(model, (*loc, key), item)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _secret_texts(model, (*loc, index), item)
+    elif value is not None and not isinstance(value, bool) and _is_secret(model, loc):
+        if isinstance(value, SecretStr | SecretBytes):
+            value = value.get_secret_value()
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        yield value if isinstance(value, str) else str(value)
+
+
+def _scrub(message: str, texts: Iterator[str]) -> str:
+    """``message`` with each of ``texts`` (4 characters or more) replaced by a marker.
+
+    A validator may quote its input in its message; a secret's value must not show.
+    """
+    for text in sorted(set(texts), key=len, reverse=True):
+        if len(text) >= _MIN_SCRUBBED:
+            message = message.replace(text, _REDACTED_INPUT)
+    return message
+
+
+_MIN_SCRUBBED = 4
+_REDACTED_INPUT = "<redacted>"
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
@@ -249,8 +321,12 @@ def _validation_error(
         source = provenance.lookup(loc)
         reason = str(err["msg"])
         value: str | None = None
-        if err["type"] != "missing":
-            value = "<redacted>" if _is_secret(model, loc) else _short_repr(err.get("input"))
+        if _is_secret(model, loc):
+            reason = _scrub(reason, _secret_texts(model, loc, err.get("input")))
+            if err["type"] != "missing":
+                value = _REDACTED_INPUT
+        elif err["type"] != "missing":
+            value = _short_repr(err.get("input"))
         lines.append(f"{_where(source, loc)}: {reason}" + (f" (got {value})" if value else ""))
         errors.append(
             {

@@ -7,7 +7,7 @@ import socket
 
 import redis
 
-from ai.backend.common.clients.valkey import ValkeyTarget
+from ai.backend.common.clients.valkey import ValkeyClient, ValkeyStreamClient, ValkeyTarget
 from ai.backend.common.message_queue import QueueConfig
 from ai.backend.common.message_queue.redis import RedisMessageQueue
 
@@ -69,7 +69,63 @@ def test_publish_then_tail_anycast(redis_url: str) -> None:
     assert rows[0]["metadata"]["request_id"] == sent["request_id"]
     assert rows[1]["source"] == "backend.ai-common-cli"
     assert rows[1]["payload"]["kernel_id"] == "f46860a2-a604-e5af-f4db-1c1eaa66b464"
-    assert _groups(redis_url) == [], "the private tail group was left behind"
+    assert _groups(redis_url) == [], "tail created a consumer group"
+
+
+async def test_killed_tail_leaves_nothing(redis_url: str) -> None:
+    """SIGKILL (or SIGHUP) gives no chance to clean up: the private view must need none."""
+    with background("--json", "--redis", redis_url, "events", "tail") as tail:
+        tail.wait_for_line("tailing anycast events")
+        proc = run_cli("--redis", redis_url, "events", "publish", "demo_ping")
+        assert proc.returncode == 0, proc.stderr
+        tail.wait_for_line('"demo_ping"', stream="stdout")
+        tail.proc.kill()
+        tail.finish()
+    assert _groups(redis_url) == [], "the killed tail left a consumer group on events"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.keys("events:replay:*") == []
+        with client.pipeline(transaction=False) as pipe:
+            for _ in range(2000):
+                pipe.xadd("events", {"name": "x", "source": "s", "payload": "{}"})
+            pipe.execute()
+        before = client.xlen("events")
+    finally:
+        client.close()
+    async with ValkeyClient(ValkeyTarget.from_url(redis_url)) as valkey:
+        removed = await ValkeyStreamClient(valkey).trim_retained("events", maxlen=100)
+        after = await ValkeyStreamClient(valkey).length("events")
+    assert removed > 0, "nothing was trimmed: something still holds the stream back"
+    assert after == before - removed
+    assert after < 500
+
+
+def test_tail_group_must_exist(redis_url: str) -> None:
+    proc = run_cli("--redis", redis_url, "events", "tail", "--group", "no-such-group")
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "no consumer group 'no-such-group'" in proc.stderr
+    assert _groups(redis_url) == [], "tail --group created the group"
+
+
+def test_tail_joins_an_existing_group(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.xgroup_create("events", "ops", id="$", mkstream=True)
+        args = ("--json", "--redis", redis_url, "events", "tail", "--group", "ops", "--count", "1")
+        with background(*args) as tail:
+            tail.wait_for_line("in group ops")
+            proc = run_cli("--redis", redis_url, "events", "publish", "demo_ping")
+            assert proc.returncode == 0, proc.stderr
+            assert tail.finish() == 0, tail.stderr
+        (row,) = json_lines("\n".join(tail.stdout))
+        assert row["name"] == "demo_ping"
+        assert row["delivery_count"] == 1
+        (info,) = client.xinfo_groups("events")
+        assert info["name"] == b"ops"
+        assert info["pending"] == 0, "tail did not ack what it took"
+    finally:
+        client.close()
 
 
 def test_publish_then_tail_broadcast(redis_url: str) -> None:

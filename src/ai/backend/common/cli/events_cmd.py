@@ -2,10 +2,11 @@
 
 ``publish`` writes one anycast entry to the ``events`` stream (or one broadcast on
 ``events_all``) in upstream's wire format; a known event name has its payload validated by its
-event class first. ``tail`` follows anycast events as a consumer of a group (by default a private
-group created for the run and removed on exit, so it takes no message away from any component)
-or broadcasts as a subscriber. ``stats`` reads the groups, consumers, pending counts, lag and
-dead letters from the server.
+event class first. ``tail`` follows anycast events with plain ``XREAD`` from the newest entry on
+(a read-only view: no consumer group, no server-side state, so a tail killed with SIGKILL or
+SIGHUP leaves nothing that could hold back the stream's trimming), or, with ``--group``, as one
+more consumer of an existing group; ``--broadcast`` follows broadcasts as a pub/sub subscriber.
+``stats`` reads the groups, consumers, pending counts, lag and dead letters from the server.
 
 Guarantees:
 - a published event is tailed with its name, source, delivery, payload and metadata
@@ -13,8 +14,10 @@ Guarantees:
   [tests/cli/test_events_cmd.py::test_publish_then_tail_broadcast];
 - a payload that does not validate against the event class is refused, naming the field
   [tests/cli/test_events_cmd.py::test_publish_validates_known_events];
-- the private group of ``tail`` is gone after it exits
-  [tests/cli/test_events_cmd.py::test_publish_then_tail_anycast];
+- ``tail`` without ``--group`` creates no consumer group, even when killed with SIGKILL, so
+  the stream still trims [tests/cli/test_events_cmd.py::test_killed_tail_leaves_nothing];
+- ``tail --group G`` joins only an existing group and never creates one
+  [tests/cli/test_events_cmd.py::test_tail_group_must_exist];
 - ``stats`` reports every group with its consumers, pending entries, lag and dead letters
   [tests/cli/test_events_cmd.py::test_stats_reports_groups_and_dead_letters].
 """
@@ -25,8 +28,7 @@ import asyncio
 import contextlib
 import os
 import socket
-import uuid
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Mapping
 from typing import Any
 
 import click
@@ -34,7 +36,7 @@ import click
 from ..clients.valkey import ValkeyClient, ValkeyStreamClient, ValkeyTarget
 from ..contexts import ContextBundle, bind_request_id
 from ..events import DeliveryPattern, EventCodec, default_registry
-from ..exception import InvalidArgument
+from ..exception import InvalidArgument, ObjectNotFound
 from ..json import dump_json_str, load_json
 from ..message_queue import (
     ANYCAST_STREAM,
@@ -165,109 +167,153 @@ def _print_event(cli: CLIContext, row: dict[str, Any]) -> None:
     cli.plain(f"  metadata {dump_json_str(meta)}")
 
 
-async def _tail(
-    cli: CLIContext,
-    target: ValkeyTarget,
-    *,
-    group: str | None,
-    broadcast: bool,
-    count: int | None,
+def _decoded(fields: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, str]:
+    return {
+        (k.decode(errors="replace") if isinstance(k, bytes) else k): (
+            v.decode(errors="replace") if isinstance(v, bytes) else v
+        )
+        for k, v in fields.items()
+    }
+
+
+async def _run_until_stopped(cli: CLIContext, read: Coroutine[Any, Any, None]) -> None:
+    """Run ``read`` until it returns or SIGINT/SIGTERM arrives; its errors propagate."""
+    stop = asyncio.Event()
+    cli.stop_on_signals(stop)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(read, name="tail-reader")
+            stopper = tg.create_task(stop.wait(), name="tail-stop")
+            reader.add_done_callback(lambda _: stopper.cancel())
+            stopper.add_done_callback(lambda _: reader.cancel())
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:  # report the reader's own error, not a group of one
+            raise group.exceptions[0] from None
+        raise
+
+
+async def _tail_stream(cli: CLIContext, target: ValkeyTarget, count: int | None) -> int:
+    """The private view: plain ``XREAD`` from the stream's newest entry on; no server state."""
+    seen = 0
+    async with ValkeyClient(target) as client:
+        streams = ValkeyStreamClient(client)
+        # Resolved before the announcement, so everything published after it is seen.
+        last = await streams.last_id(ANYCAST_STREAM)
+        cli.note(
+            f"tailing anycast events on {ANYCAST_STREAM} from {last} (read-only, no consumer "
+            "group; Ctrl-C to stop)"
+        )
+
+        async def read() -> None:
+            nonlocal seen, last
+            while True:
+                batches = await streams.read({ANYCAST_STREAM: last}, count=64, block_ms=500)
+                for _key, entries in batches:
+                    for entry in entries:
+                        last = entry.id
+                        if entry.fields is None:
+                            continue
+                        row = describe_message(
+                            _decoded(entry.fields), DeliveryPattern.ANYCAST, entry.id
+                        )
+                        _print_event(cli, row)
+                        seen += 1
+                        if count is not None and seen >= count:
+                            return
+
+        await _run_until_stopped(cli, read())
+    return seen
+
+
+async def _tail_queue(
+    cli: CLIContext, target: ValkeyTarget, *, group: str | None, count: int | None
 ) -> int:
-    ephemeral = group is None and not broadcast
-    if ephemeral:
-        group = f"cli-tail-{uuid.uuid4().hex[:12]}"
+    """Broadcasts (``group`` None) over pub/sub, or anycast events as one more consumer of an
+    existing ``group`` (which takes, and acks, its share of that group's messages)."""
     consumer = f"cli-{socket.gethostname()}-{os.getpid()}"
     config = QueueConfig(
         source=consumer,
-        group=None if broadcast else group,
+        group=group,
         consumer_id=consumer,
         block_seconds=0.5,
         max_in_flight=64,
     )
-    stop = asyncio.Event()
-    cli.stop_on_signals(stop)
     seen = 0
     async with ValkeyClient(target) as client:
-        try:
-            async with RedisMessageQueue(client, config) as queue:
-
-                async def read() -> None:
-                    nonlocal seen
-                    source: AsyncGenerator[AnycastMessage | BroadcastMessage, None]
-                    source = queue.subscribe() if broadcast else queue.consume()
-                    async with contextlib.aclosing(source) as messages:
-                        async for msg in messages:
-                            if isinstance(msg, AnycastMessage):
-                                row = describe_message(
-                                    msg.fields,
-                                    DeliveryPattern.ANYCAST,
-                                    msg.msg_id,
-                                    msg.delivery_count,
-                                )
-                                await queue.ack(msg.msg_id)
-                            else:
-                                row = describe_message(
-                                    msg.fields, DeliveryPattern.BROADCAST, msg.msg_id
-                                )
-                            _print_event(cli, row)
-                            seen += 1
-                            if count is not None and seen >= count:
-                                return
-
-                async def announce() -> None:
-                    if broadcast:
-                        # No event tells when the server confirmed the subscription.
-                        while True:
-                            if queue.statistics().subscriptions >= 1:
-                                break
-                            await asyncio.sleep(0.01)
-                        what = "broadcasts on events_all"
-                    else:
-                        kind = "a private group" if ephemeral else "group"
-                        what = f"anycast events as {consumer} in {kind} {group}"
-                    cli.note(f"tailing {what} (Ctrl-C to stop)")
-
-                reader = asyncio.create_task(read(), name="tail-reader")
-                stopper = asyncio.create_task(stop.wait(), name="tail-stop")
-                herald = asyncio.create_task(announce(), name="tail-announce")
-                try:
-                    await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for task in (reader, stopper, herald):
-                        task.cancel()
-                    results = await asyncio.gather(reader, stopper, herald, return_exceptions=True)
-                for result in results:
-                    if isinstance(result, Exception):
-                        raise result
-        finally:
-            if ephemeral:
-                assert group is not None
-                await client.pipeline(
-                    [
-                        ["XGROUP", "DESTROY", ANYCAST_STREAM, group],
-                        ["DEL", REPLAY_STREAM_PREFIX + group],
-                    ],
-                    operation="tail-cleanup",
-                    raise_on_error=False,
+        if group is not None:
+            names = [_text(g["name"]) for g in await _xinfo_groups(client, ANYCAST_STREAM)]
+            if group not in names:
+                raise ObjectNotFound(
+                    f"events tail --group: no consumer group {group!r} on stream "
+                    f"{ANYCAST_STREAM!r} (existing: {', '.join(names) or 'none'}); tail joins "
+                    "an existing group and never creates one",
+                    data={"option": "--group", "group": group},
                 )
+        async with RedisMessageQueue(client, config) as queue:
+
+            async def read() -> None:
+                nonlocal seen
+                source: AsyncGenerator[AnycastMessage | BroadcastMessage, None]
+                source = queue.consume() if group is not None else queue.subscribe()
+                async with contextlib.aclosing(source) as messages:
+                    async for msg in messages:
+                        if isinstance(msg, AnycastMessage):
+                            row = describe_message(
+                                msg.fields, DeliveryPattern.ANYCAST, msg.msg_id, msg.delivery_count
+                            )
+                            await queue.ack(msg.msg_id)
+                        else:
+                            row = describe_message(
+                                msg.fields, DeliveryPattern.BROADCAST, msg.msg_id
+                            )
+                        _print_event(cli, row)
+                        seen += 1
+                        if count is not None and seen >= count:
+                            return
+
+            async def announce() -> None:
+                if group is None:
+                    # No event tells when the server confirmed the subscription.
+                    while True:
+                        if queue.statistics().subscriptions >= 1:
+                            break
+                        await asyncio.sleep(0.01)
+                    what = "broadcasts on events_all"
+                else:
+                    what = f"anycast events as {consumer} in group {group}"
+                cli.note(f"tailing {what} (Ctrl-C to stop)")
+
+            async def read_and_announce() -> None:
+                async with asyncio.TaskGroup() as tg:
+                    herald = tg.create_task(announce(), name="tail-announce")
+                    await read()
+                    herald.cancel()
+
+            await _run_until_stopped(cli, read_and_announce())
     return seen
 
 
 @events.command("tail")
-@click.option("--group", default=None, help="join this consumer group (default: a private one)")
+@click.option("--group", default=None, help="join this existing consumer group (takes its share)")
 @click.option("--broadcast", is_flag=True, help="follow broadcasts instead of anycast events")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="stop after N events")
 @pass_cli
 def tail(cli: CLIContext, group: str | None, broadcast: bool, count: int | None) -> None:
     """Print events as they arrive: name, source, delivery, payload, metadata.
 
-    Anycast events are read through a consumer group: by default a private group that sees
-    every event from now on and is removed on exit; with --group, tail joins that group as
-    one more consumer and takes (and acks) its share of the group's messages.
+    By default anycast events are read with plain XREAD from the newest entry on: a read-only
+    view that creates nothing on the server and takes no message from any group. With
+    --group, tail joins that existing group as one more consumer and takes (and acks) its
+    share of the group's messages.
     """
     target = cli.redis_target("events tail")
     chosen = group if group is not None else cli.settings.events.group
-    cli.run(_tail(cli, target, group=chosen, broadcast=broadcast, count=count))
+    if broadcast:
+        cli.run(_tail_queue(cli, target, group=None, count=count))
+    elif chosen is None:
+        cli.run(_tail_stream(cli, target, count))
+    else:
+        cli.run(_tail_queue(cli, target, group=chosen, count=count))
 
 
 # -- stats ------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ class EventSettings(BaseConfigModel):
     group: str | None = Field(
         None,
         description=(
-            "Consumer group `events tail` joins (taking its share of that group's messages); "
-            "none: a private group, removed when tail exits."
+            "Existing consumer group `events tail` joins (taking its share of that group's "
+            "messages); none: a read-only XREAD view that creates no group."
         ),
     )
     max_deliveries: int = Field(

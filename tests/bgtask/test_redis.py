@@ -10,8 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from ai.backend.common.bgtask import (
+    Lease,
     ProgressReporter,
     TaskId,
+    TaskOutcome,
     TaskState,
     TaskStoreUnavailable,
 )
@@ -143,3 +145,18 @@ async def test_unreachable_store_raises_unavailable(
 def test_registry_is_shared_by_the_crash_tests() -> None:
     assert {d.name for d in REGISTRY} >= {"count", "fragile", "writer"}
     assert Steps().steps == 100
+
+
+async def test_zero_retention_without_slack_returns_the_record(redis_url: str) -> None:
+    # retention 0 and expiry_slack 0: the hash's TTL is 0, so Redis deletes it inside the
+    # finish script; the reply must still carry the record.
+    async with RedisTaskStore(ValkeyTarget.from_url(redis_url), expiry_slack=0.0) as store:
+        task_id = TaskId(uuid.uuid4())
+        await store.create(task_id, "job", owner="a", lease_ttl=10.0, retention=0.0, tags=["z"])
+        final = await store.finish(Lease(task_id, "a", 1), TaskOutcome(TaskState.SUCCEEDED))
+        assert final.task_id == task_id
+        assert final.state is TaskState.SUCCEEDED
+        assert await store.get(task_id) is None  # gone with its TTL at once
+        assert await store.purge() == 1  # which leaves the index entries to the purge
+        assert await store.list_tasks(tag="z") == []
+        assert await store.list_tasks(owner="a") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import uuid
 
 import pytest
@@ -21,6 +22,7 @@ from ai.backend.common.bgtask import (
     TaskState,
     TaskStoreUnavailable,
 )
+from ai.backend.common.exception import InvalidArgument
 
 from .conftest import StoreBackend
 
@@ -359,3 +361,54 @@ async def test_closed_store_raises_unavailable(backend: StoreBackend) -> None:
     await store.aclose()
     with pytest.raises(TaskStoreUnavailable):
         await store.get(new_id())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("lease_ttl", 0.0),
+        ("lease_ttl", -1.0),
+        ("lease_ttl", math.nan),
+        ("lease_ttl", math.inf),
+        ("retention", -1.0),
+        ("retention", math.nan),
+        ("retention", math.inf),
+    ],
+)
+async def test_bad_durations_are_refused(
+    store: AbstractTaskStore, backend: StoreBackend, field: str, value: float
+) -> None:
+    task_id = new_id()
+    lease_ttl = value if field == "lease_ttl" else backend.lease
+    retention = value if field == "retention" else 60.0
+    with pytest.raises(InvalidArgument, match=field):
+        await store.create(task_id, "job", owner="node-a", lease_ttl=lease_ttl, retention=retention)
+    assert await store.get(task_id) is None
+    if field == "lease_ttl":
+        existing = await create(store, backend)
+        lease = Lease(existing, "node-a", 1)
+        with pytest.raises(InvalidArgument, match="lease_ttl"):
+            await store.mark_running(lease, lease_ttl=value)
+        with pytest.raises(InvalidArgument, match="lease_ttl"):
+            await store.renew("node-a", [lease], lease_ttl=value)
+        await backend.advance(backend.lease + 0.05)
+        with pytest.raises(InvalidArgument, match="lease_ttl"):
+            await store.adopt(existing, "node-b", lease_ttl=value)
+        record = await store.get(existing)
+        assert record is not None
+        assert (record.state, record.owner, record.token) == (TaskState.PENDING, "node-a", 1)
+
+
+async def test_zero_retention(store: AbstractTaskStore, backend: StoreBackend) -> None:
+    task_id = await create(store, backend, tags=("zero",), retention=0.0)
+    final = await store.finish(Lease(task_id, "node-a", 1), TaskOutcome(TaskState.SUCCEEDED))
+    assert final.task_id == task_id
+    assert final.state is TaskState.SUCCEEDED
+    assert final.retention == 0.0
+    assert final.finished_at is not None
+    assert final.expires_at == final.finished_at
+    await backend.advance(0.01)
+    assert await store.purge() == 1
+    assert await store.get(task_id) is None
+    assert await store.list_tasks(tag="zero") == []
+    assert await store.list_tasks(owner="node-a") == []

@@ -8,10 +8,12 @@ one conformance suite, ``tests/bgtask/test_store_conformance.py``.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from ..exception import InvalidArgument
 from .types import ExpiredLease, Lease, LeaseStatus, TaskId, TaskOutcome, TaskRecord, TaskState
 
 __all__ = ("AbstractTaskStore",)
@@ -40,7 +42,10 @@ class AbstractTaskStore(abc.ABC):
 
     Each call is applied atomically or not at all; a cancelled call may or may not have been
     applied. Errors are :class:`~.exceptions.BgtaskError` subclasses (``TaskStoreUnavailable``
-    when the backend cannot be reached), never a backend's own. ``async with`` opens,
+    when the backend cannot be reached), or ``InvalidArgument`` for a bad argument, never a
+    backend's own: a ``lease_ttl`` that is not a finite number > 0, or a ``retention`` that is
+    not a finite number >= 0, is refused (naming it) before anything is written
+    (``retention=0`` is valid: the final record may be purged at once). ``async with`` opens,
     ``aclose()`` closes (idempotent); a store handed an already open client never closes it.
     """
 
@@ -55,6 +60,23 @@ class AbstractTaskStore(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    @staticmethod
+    def _check_durations(
+        what: str, *, lease_ttl: float | None = None, retention: float | None = None
+    ) -> None:
+        """Raise ``InvalidArgument`` for a lease TTL that is not a finite number > 0 or a
+        retention that is not a finite number >= 0 (for the backends, before any write)."""
+        if lease_ttl is not None and not (math.isfinite(lease_ttl) and lease_ttl > 0):
+            raise InvalidArgument(
+                f"{what}: lease_ttl must be a finite number of seconds > 0, got {lease_ttl!r}",
+                data={"field": "lease_ttl"},
+            )
+        if retention is not None and not (math.isfinite(retention) and retention >= 0):
+            raise InvalidArgument(
+                f"{what}: retention must be a finite number of seconds >= 0, got {retention!r}",
+                data={"field": "retention"},
+            )
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -89,6 +89,7 @@ class MemoryTaskStore(AbstractTaskStore):
         retention: float,
     ) -> TaskRecord:
         """Record a new pending task with token 1."""
+        self._check_durations("create()", lease_ttl=lease_ttl, retention=retention)
         self._check_open()
         if task_id in self._tasks:
             raise TaskAlreadyExists(
@@ -175,6 +176,7 @@ class MemoryTaskStore(AbstractTaskStore):
 
     async def mark_running(self, lease: Lease, *, lease_ttl: float) -> TaskRecord:
         """Pending -> running, one more run, lease renewed."""
+        self._check_durations("mark_running()", lease_ttl=lease_ttl)
         record = self._fenced(lease, "mark_running")
         now = self._clock.time()
         return self._put(
@@ -245,6 +247,7 @@ class MemoryTaskStore(AbstractTaskStore):
         self, owner: str, leases: Sequence[Lease], *, lease_ttl: float
     ) -> dict[TaskId, LeaseStatus]:
         """Extend the leases still held."""
+        self._check_durations("renew()", lease_ttl=lease_ttl)
         self._check_open()
         now = self._clock.time()
         out: dict[TaskId, LeaseStatus] = {}
@@ -297,6 +300,7 @@ class MemoryTaskStore(AbstractTaskStore):
 
     async def adopt(self, task_id: TaskId, owner: str, *, lease_ttl: float) -> TaskRecord | None:
         """Take over an expired lease with the next token."""
+        self._check_durations("adopt()", lease_ttl=lease_ttl)
         self._check_open()
         record = self._tasks.get(task_id)
         now = self._clock.time()

@@ -18,7 +18,9 @@ database.
 
 Guarantees: the conformance suite [tests/bgtask/test_store_conformance.py]; after the retention
 no ``bgtask*`` key is left, indexes included
-[tests/bgtask/test_redis.py::test_no_key_left_after_retention].
+[tests/bgtask/test_redis.py::test_no_key_left_after_retention]; ``finish()`` returns the final
+record also when retention and ``expiry_slack`` are both 0 (the hash expires at once)
+[tests/bgtask/test_redis.py::test_zero_retention_without_slack_returns_the_record].
 
 Limits: standalone and Sentinel targets only (a script touches several keys)
 [tests/bgtask/test_redis.py::test_cluster_target_is_refused]; index entries of expired tasks are
@@ -137,8 +139,10 @@ elseif op == 'finish' then
   redis.call('ZREM', LEASES, id)
   local member = cjson.encode({id, owner, redis.call('HGET', key, 'tags')})
   redis.call('ZADD', DONE, expires, member)
+  -- The reply first: with retention + slack = 0 the PEXPIRE deletes the hash at once.
+  local reply = record(key)
   redis.call('PEXPIRE', key, math.ceil((retention + tonumber(ARGV[13])) / 1000))
-  return record(key)
+  return reply
 
 elseif op == 'release' then
   local id, owner, token = ARGV[3], ARGV[4], ARGV[5]
@@ -328,6 +332,7 @@ class RedisTaskStore(AbstractTaskStore):
         retention: float,
     ) -> TaskRecord:
         """Record a new pending task with token 1."""
+        self._check_durations("create()", lease_ttl=lease_ttl, retention=retention)
         unique_tags = list(dict.fromkeys(tags))
         reply = await self._run(
             "create",
@@ -437,6 +442,7 @@ class RedisTaskStore(AbstractTaskStore):
 
     async def mark_running(self, lease: Lease, *, lease_ttl: float) -> TaskRecord:
         """Pending -> running, one more run, lease renewed."""
+        self._check_durations("mark_running()", lease_ttl=lease_ttl)
         reply = await self._run(
             "mark_running", str(lease.task_id), lease.owner, str(lease.token), _us(lease_ttl)
         )
@@ -506,6 +512,7 @@ class RedisTaskStore(AbstractTaskStore):
         self, owner: str, leases: Sequence[Lease], *, lease_ttl: float
     ) -> dict[TaskId, LeaseStatus]:
         """Extend the leases still held, in one script call."""
+        self._check_durations("renew()", lease_ttl=lease_ttl)
         if not leases:
             return {}
         args: list[Any] = [owner, _us(lease_ttl)]
@@ -547,6 +554,7 @@ class RedisTaskStore(AbstractTaskStore):
 
     async def adopt(self, task_id: TaskId, owner: str, *, lease_ttl: float) -> TaskRecord | None:
         """Take over an expired lease with the next token."""
+        self._check_durations("adopt()", lease_ttl=lease_ttl)
         reply = await self._run("adopt", str(task_id), owner, _us(lease_ttl))
         if _status(reply) != "ok":
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import math
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -916,3 +917,27 @@ async def test_partial_tasks_share_one_name(cluster: Cluster) -> None:
         if "task_name" in sample.labels
     }
     assert labels == {"pull_image"}
+
+
+DURATION_FIELDS = [
+    "lease_ttl",
+    "heartbeat_interval",
+    "adopt_interval",
+    "unknown_name_grace",
+    "progress_interval",
+    "store_progress_interval",
+    "retention",
+    "sweep_interval",
+    "cancel_grace",
+    "drain_timeout",
+]
+
+
+@pytest.mark.parametrize("field", DURATION_FIELDS)
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_config_refuses_non_finite_durations(field: str, value: float) -> None:
+    overrides: dict[str, Any] = {field: value}
+    with pytest.raises(InvalidArgument, match=f"BackgroundTaskConfig.{field} ") as caught:
+        BackgroundTaskConfig(**overrides)
+    assert caught.value.data == {"field": field}
+    assert str(value) in str(caught.value)

@@ -51,7 +51,10 @@ Guarantees:
   ``functools.partial``, so its metric series stay bounded
   [tests/bgtask/test_manager.py::test_partial_tasks_share_one_name];
 - ``aclose()`` leaves no task behind
-  [tests/bgtask/test_manager.py::test_start_runs_and_records_result].
+  [tests/bgtask/test_manager.py::test_start_runs_and_records_result];
+- ``BackgroundTaskConfig`` refuses NaN and infinite durations (a NaN or infinite lease would
+  never expire, so its task would never be adopted), naming the field
+  [tests/bgtask/test_manager.py::test_config_refuses_non_finite_durations].
 
 Limits:
 - fencing protects the store, not the handler's own side effects: a paused owner may still act
@@ -72,6 +75,7 @@ import contextvars
 import enum
 import functools
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
@@ -128,7 +132,10 @@ _LOST_ERRORS = (StaleFencingToken, TaskAlreadyFinished, TaskNotFound)
 
 @dataclass(frozen=True, slots=True)
 class BackgroundTaskConfig:
-    """Timings and policies of a manager (every node of a cluster should use the same)."""
+    """Timings and policies of a manager (every node of a cluster should use the same).
+
+    Durations are finite seconds; a bad value raises ``InvalidArgument`` naming the field.
+    """
 
     lease_ttl: float = 10.0
     """Seconds a lease lasts without renewal; a crashed owner's tasks are adopted within
@@ -176,11 +183,6 @@ class BackgroundTaskConfig:
             "sweep_interval": self.sweep_interval,
             "retention": self.retention,
         }
-        for name, value in positive.items():
-            if value is not None and value <= 0:
-                raise InvalidArgument(
-                    f"BackgroundTaskConfig.{name} must be > 0, got {value}", data={"field": name}
-                )
         non_negative = {
             "progress_interval": self.progress_interval,
             "store_progress_interval": self.store_progress_interval,
@@ -188,6 +190,18 @@ class BackgroundTaskConfig:
             "drain_timeout": self.drain_timeout,
             "unknown_name_grace": self.unknown_name_grace,
         }
+        for name, value in (*positive.items(), *non_negative.items()):
+            # NaN passes every comparison below, and an infinite lease never expires.
+            if value is not None and not math.isfinite(value):
+                raise InvalidArgument(
+                    f"BackgroundTaskConfig.{name} must be a finite number of seconds, got {value}",
+                    data={"field": name},
+                )
+        for name, value in positive.items():
+            if value is not None and value <= 0:
+                raise InvalidArgument(
+                    f"BackgroundTaskConfig.{name} must be > 0, got {value}", data={"field": name}
+                )
         for name, value in non_negative.items():
             if value is not None and value < 0:
                 raise InvalidArgument(

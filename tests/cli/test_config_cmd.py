@@ -63,3 +63,19 @@ def test_schema_option_validates_other_models(tmp_path: Path) -> None:
     bad = run_cli("config", "check", "--schema", "no.such.module:Model", str(path))
     assert bad.returncode == 1
     assert "--schema" in bad.stderr
+
+
+def test_show_masks_url_passwords(tmp_path: Path) -> None:
+    path = tmp_path / "secret.toml"
+    path.write_text(
+        'redis = "redis+sentinel://:hunter2x@s1:26379,s2:26379/mymaster/4?sentinel_password=hunter3x"\n'
+        '[auth]\nsecret-key = "hunter4x"\n'
+    )
+    for args in (("config", "show", str(path)), ("--json", "config", "show", str(path))):
+        proc = run_cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout + proc.stderr
+        for secret in ("hunter2x", "hunter3x", "hunter4x"):
+            assert secret not in out, out
+        assert "s1:26379,s2:26379/mymaster/4" in out  # the rest stays readable
+        assert ":***@" in out

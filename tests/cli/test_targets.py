@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from ai.backend.common.cli.context import CLIContext
-from ai.backend.common.cli.targets import parse_etcd_endpoints, parse_redis_url
+from ai.backend.common.cli.targets import mask_url_secrets, parse_etcd_endpoints, parse_redis_url
 from ai.backend.common.clients.valkey import ValkeyMode, ValkeyTarget
 from ai.backend.common.exception import ConfigurationError
 from ai.backend.common.types import HostPortPair
@@ -94,3 +95,59 @@ def test_bad_redis_option_is_one_line() -> None:
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "port 'notaport'" in proc.stderr
+
+
+SECRET = "hunter2x"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{SECRET}@host:port/0",
+        f"redis://user:{SECRET}@host:6379/four",
+        f"redis://:{SECRET}@a:1,b:2/0",
+        f"redis://:{SECRET}@host:6379/4/extra",
+        f"rediss://u:{SECRET}@:6379/0",
+        f"redis+sentinel://:{SECRET}@h1:x/mymaster",
+        f"redis+sentinel://:{SECRET}@h1:26379",
+        f"http://:{SECRET}@localhost:6379/0",
+        f":{SECRET}@localhost:6379",
+        f"redis://:hun/{SECRET}@host:6379/0",
+        f"redis://:p@{SECRET}@host:notaport/0",
+        f"redis://:{SECRET}?x@host/0",
+        f"redis+sentinel://h1/mymaster/x?sentinel_password={SECRET}",
+    ],
+)
+def test_errors_never_show_the_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_redis_url(url)
+    message = str(info.value)
+    assert SECRET not in message
+    assert SECRET[2:-2] not in message
+    assert "***" in message
+    assert "--redis" in message
+
+
+def test_mask_url_secrets_keeps_the_rest() -> None:
+    assert mask_url_secrets("redis://:pw@h:1/0") == "redis://:***@h:1/0"
+    assert mask_url_secrets("see rediss://u:p@ss@h/0 here") == "see rediss://u:***@h/0 here"
+    assert mask_url_secrets("redis://tok@h") == "redis://***@h"
+    assert mask_url_secrets("redis://h:1/0") == "redis://h:1/0"
+    masked = mask_url_secrets("redis+sentinel://h1/m?sentinel_password=pw&db=1")
+    assert masked == "redis+sentinel://h1/m?sentinel_password=***&db=1"
+
+
+def test_cli_never_prints_the_password() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for args in (
+        ("--redis", f"redis://:{SECRET}@127.0.0.1:{port}/0", "events", "stats"),
+        ("--redis", f"redis://:{SECRET}@127.0.0.1:{port}/zero", "events", "stats"),
+        ("--redis", f"redis://:{SECRET}@127.0.0.1:{port}/0", "dlq", "list"),
+        ("--etcd", f"http://root:{SECRET}@127.0.0.1:{port}", "sd", "list"),
+    ):
+        proc = run_cli(*args)
+        assert proc.returncode == 1, proc
+        assert SECRET not in proc.stdout + proc.stderr, proc
+        assert proc.stderr.count("\n") == 1, proc.stderr

@@ -1,12 +1,22 @@
-"""``backend.ai-common config``: check, show and sample configuration files."""
+"""``backend.ai-common config``: check, show and sample configuration files.
+
+Guarantees:
+- ``config show`` never prints a secret: secret fields are redacted by the loader, and the
+  password of any URL in a value (``redis://:pw@host``, ``?sentinel_password=pw``) is masked
+  while the rest of the URL stays readable
+  [tests/cli/test_config_cmd.py::test_show_masks_url_passwords].
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
 from ..configs import load_config, sample_config
 from .context import CLIContext, pass_cli
 from .settings import resolve_schema
+from .targets import mask_url_secrets
 
 __all__ = ("config",)
 
@@ -47,8 +57,19 @@ def show(cli: CLIContext, file: str, schema: str | None, env: bool) -> None:
     cli.table(
         f"{model.__name__} from {file}",
         ["key", "value", "source"],
-        [[e.key, e.value, str(e.source)] for e in entries],
+        [[e.key, _masked(e.value), str(e.source)] for e in entries],
     )
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with the password of every URL in its strings masked (any schema's URLs)."""
+    if isinstance(value, str):
+        return mask_url_secrets(value)
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return value
 
 
 @config.command("sample")

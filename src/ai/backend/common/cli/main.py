@@ -19,6 +19,7 @@ import click
 
 from ..exception import BackendAIError
 from .context import CLIContext
+from .targets import mask_url_secrets
 
 __all__ = ("COMMANDS", "cli", "main")
 
@@ -118,10 +119,12 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         error = _backend_error(exc)
         if error is not None:
-            click.echo(f"error: {error} [{error.error_code()}]", err=True)
+            click.echo(mask_url_secrets(f"error: {error} [{error.error_code()}]"), err=True)
             sys.exit(1)
         click.echo(
-            f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            mask_url_secrets(
+                f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+            ),
             err=True,
         )
         sys.exit(2)

@@ -4,25 +4,29 @@
 Sentinel form ``redis+sentinel://[:password@]h1[:p1],h2[:p2]/service_name[/db]``; ``--etcd``
 takes ``host:port[,host:port...]``. A malformed value raises ``ConfigurationError`` whose
 message names the option, the part that is wrong (scheme, host, port, database, service name)
-and the value given.
+and the value given, with the URL's password masked (``redis://user:***@host``).
 
 Guarantees:
 - every accepted URL becomes the :class:`~ai.backend.common.clients.valkey.ValkeyTarget` that
   ``ValkeyTarget.from_url`` builds for it, and each malformed part is named
   [tests/cli/test_targets.py::test_redis_urls_parse]
   [tests/cli/test_targets.py::test_bad_redis_urls_name_the_part]
-  [tests/cli/test_targets.py::test_etcd_endpoints].
+  [tests/cli/test_targets.py::test_etcd_endpoints];
+- no message shows a password given in the URL (userinfo or ``*password=`` query values),
+  however malformed the URL [tests/cli/test_targets.py::test_errors_never_show_the_password]
+  [tests/cli/test_targets.py::test_cli_never_prints_the_password].
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from ..clients.valkey import ValkeyTarget
 from ..exception import BackendAIError, ConfigurationError, InvalidArgument
 from ..types import HostPortPair
 
-__all__ = ("REDIS_SCHEMES", "parse_etcd_endpoints", "parse_redis_url")
+__all__ = ("REDIS_SCHEMES", "mask_url_secrets", "parse_etcd_endpoints", "parse_redis_url")
 
 REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel")
 """URL schemes ``--redis`` accepts."""
@@ -30,8 +34,69 @@ REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel")
 _DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "redis+sentinel": 26379}
 
 
+MASK = "***"
+"""What a masked password (or user:password) reads as."""
+
+# scheme://<userinfo>@ : greedy up to the last "@" of the token, so a raw "@" in a password
+# is masked too (masking too much is the safe direction).
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<info>[^\s'\"]*)@")
+_PASSWORD_PARAM = re.compile(r"(?P<key>[?&;][^=&#\s'\"]*password=)[^&#\s'\"]*", re.IGNORECASE)
+
+
+def _mask_info(info: str) -> str:
+    user, sep, _ = info.partition(":")
+    return f"{user}:{MASK}" if sep else MASK
+
+
+def mask_url_secrets(text: str) -> str:
+    """``text`` with the password of every URL in it masked: the userinfo of
+    ``scheme://user:password@host`` becomes ``user:***`` (a bare ``scheme://token@`` becomes
+    ``***``) and the value of a ``...password=`` query parameter becomes ``***``."""
+    text = _USERINFO.sub(lambda m: m["scheme"] + _mask_info(m["info"]) + "@", text)
+    return _PASSWORD_PARAM.sub(lambda m: m["key"] + MASK, text)
+
+
+def _masked(url: str) -> str:
+    """``url`` for messages: its secrets masked, even without a ``scheme://``."""
+    if "://" not in url and "@" in url:
+        info, _, rest = url.rpartition("@")
+        return mask_url_secrets(f"{_mask_info(info)}@{rest}")
+    return mask_url_secrets(url)
+
+
+def _secrets(url: str) -> list[str]:
+    """The raw secret substrings of ``url`` (scrubbed from messages as a last line of defence)."""
+    rest = url.partition("://")[2] if "://" in url else url
+    info = rest.rpartition("@")[0]
+    found = [info, info.partition(":")[2]] if info else []
+    found += [m.group(0).partition("=")[2] for m in _PASSWORD_PARAM.finditer(url)]
+    return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
+
+
+def _scrub(message: str, url: str) -> str:
+    message = mask_url_secrets(message)
+    for secret in _secrets(url):
+        message = message.replace(secret, MASK)
+    return message
+
+
 def _bad(option: str, url: str, what: str) -> ConfigurationError:
-    return ConfigurationError(f"{option}: {what} (in {url!r})", data={"option": option})
+    message = _scrub(f"{option}: {what} (in {_masked(url)!r})", url)
+    return ConfigurationError(message, data={"option": option})
+
+
+def _check_userinfo(option: str, url: str, rest: str) -> None:
+    """Refuse a raw ``/``, ``?`` or ``#`` before the last ``@``: URL parsers would split the
+    password there and show a piece of it as the host or path."""
+    info = rest.rpartition("@")[0]
+    bad = sorted({c for c in info if c in "/?#"})
+    if bad:
+        chars = ", ".join(repr(c) for c in bad)
+        raise _bad(
+            option,
+            url,
+            f"the user:password part must percent-encode {chars} (e.g. '/' as %2F)",
+        )
 
 
 def _address(option: str, url: str, text: str, default_port: int, role: str) -> HostPortPair:
@@ -66,6 +131,7 @@ def parse_redis_url(url: str, *, option: str = "--redis") -> ValkeyTarget:
     if scheme not in REDIS_SCHEMES:
         known = ", ".join(s + "://" for s in REDIS_SCHEMES)
         raise _bad(option, url, f"scheme {scheme!r} is not one of {known}")
+    _check_userinfo(option, url, text.partition("://")[2])
     parts = urlsplit(text)
     hosts = parts.netloc.rpartition("@")[2]
     path = [p for p in parts.path.split("/") if p]
@@ -97,7 +163,8 @@ def parse_redis_url(url: str, *, option: str = "--redis") -> ValkeyTarget:
     try:
         return ValkeyTarget.from_url(text)
     except BackendAIError as exc:  # e.g. a bad query parameter
-        raise _bad(option, url, str(exc)) from exc
+        # Not chained: the original message holds the raw URL, password and all (--debug).
+        raise _bad(option, url, str(exc)) from None
 
 
 def parse_etcd_endpoints(value: str | list[str], *, option: str = "--etcd") -> list[str]:
@@ -108,14 +175,24 @@ def parse_etcd_endpoints(value: str | list[str], *, option: str = "--etcd") -> l
         text = raw.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
         if not text:
             continue
+        shown = _masked(raw.strip())
+        if "@" in text:
+            raise ConfigurationError(
+                _scrub(
+                    f"{option}: endpoint {shown!r}: give credentials in the config, "
+                    "not as user:password@ in the endpoint",
+                    raw,
+                ),
+                data={"option": option},
+            )
         host, sep, port = text.rpartition(":")
         if not sep or not host:
             raise ConfigurationError(
-                f"{option}: endpoint {raw.strip()!r} is not host:port", data={"option": option}
+                f"{option}: endpoint {shown!r} is not host:port", data={"option": option}
             )
         if not (port.isdigit() and 0 < int(port) < 65536):
             raise ConfigurationError(
-                f"{option}: endpoint {raw.strip()!r}: port {port!r} is not a number in 1-65535",
+                f"{option}: endpoint {shown!r}: port {port!r} is not a number in 1-65535",
                 data={"option": option},
             )
         endpoints.append(f"{host}:{int(port)}")

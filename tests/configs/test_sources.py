@@ -17,6 +17,7 @@ from ai.backend.common.configs import (
     YamlFileLayer,
     file_layer,
 )
+from ai.backend.common.configs.sources import MAX_FILE_DEPTH, MAX_FILE_VALUES
 from ai.backend.common.exception import BackendAIError
 
 
@@ -83,6 +84,75 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
     text = "base: &b\n  port: 1\n  host: a\ndb:\n  <<: *b\n  port: 2\n"
     path = write(tmp_path / "merge.yaml", text)
     assert YamlFileLayer(path).load()["db"] == {"port": 2, "host": "a"}
+
+
+def _alias_bomb(depth: int, *, merge: bool = False) -> str:
+    """``depth`` levels of mappings that each refer twice to the level below."""
+    lines = ["defs:", "  a0: &a0 {x: 1, y: 2}"]
+    for i in range(1, depth + 1):
+        if merge:
+            lines.append(f"  a{i}: &a{i} {{<<: *a{i - 1}, z{i}: {{<<: *a{i - 1}}}}}")
+        else:
+            lines.append(f"  a{i}: &a{i} {{x: *a{i - 1}, y: *a{i - 1}}}")
+    lines.append(f"etcd: [*a{depth}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("depth", "merge"),
+    [(18, False), (60, False), (18, True), (60, True)],
+    ids=["aliases-18", "aliases-60", "merge-keys-18", "merge-keys-60"],
+)
+def test_yaml_alias_bomb_fails_fast(tmp_path: Path, depth: int, merge: bool) -> None:
+    # A few hundred bytes standing for 2**depth values: refused while composing, at the
+    # first node past MAX_FILE_VALUES (depth 60 would never finish if it were expanded).
+    path = write(tmp_path / "bomb.yaml", _alias_bomb(depth, merge=merge))
+    assert path.stat().st_size < 3000
+    with pytest.raises(ConfigFileError) as info:
+        YamlFileLayer(path).load()
+    err = info.value
+    assert f"more than {MAX_FILE_VALUES} values" in str(err)
+    assert err.data["file"] == str(path)
+    assert isinstance(err.data["line"], int)
+    assert f"{path} at line {err.data['line']}" in str(err)
+
+
+def test_yaml_shared_aliases_within_the_limit_still_load(tmp_path: Path) -> None:
+    path = write(tmp_path / "ok.yaml", _alias_bomb(8))
+    data = YamlFileLayer(path).load()
+    node = data["etcd"][0]
+    for _ in range(8):
+        node = node["x"]
+    assert node == {"x": 1, "y": 2}
+
+
+def test_yaml_recursive_alias_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "loop.yaml", "db: 1\nloop: &a\n  inner: *a\n")
+    with pytest.raises(ConfigFileError) as info:
+        YamlFileLayer(path).load()
+    assert "alias *a refers to a node that contains it" in str(info.value)
+    assert info.value.data["line"] == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("flow.yaml", "a: " + "[" * 3000 + "]" * 3000 + "\n"),
+        ("block.yaml", "".join(f"{'  ' * i}k{i}:\n" for i in range(100)) + "  " * 100 + "v\n"),
+        (
+            "aliased.yaml",
+            "a0: &a0 [1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 80)),
+        ),
+        ("flow.toml", "a = " + "[" * 3000 + "]" * 3000 + "\n"),
+        ("tables.toml", "[" + ".".join(f"k{i}" for i in range(100)) + "]\nv = 1\n"),
+    ],
+)
+def test_deep_nesting_is_an_error(tmp_path: Path, name: str, text: str) -> None:
+    path = write(tmp_path / name, text)
+    with pytest.raises(ConfigFileError) as info:
+        file_layer(path).load()
+    assert f"nests deeper than {MAX_FILE_DEPTH} levels" in str(info.value)
+    assert info.value.data["file"] == str(path)
 
 
 @pytest.mark.parametrize(

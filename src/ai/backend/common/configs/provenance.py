@@ -13,6 +13,10 @@ Guarantees:
   leaves of the result have one [tests/configs/test_provenance.py::test_provenance_names_supplier];
 - merging never mutates its inputs, and the result shares no mutable value with them
   [tests/configs/test_provenance.py::test_merge_never_mutates_inputs].
+
+Limits:
+- merging costs time in proportion to the values merged plus those replaced (a replaced
+  subtree's provenance is dropped by walking that subtree, not the whole config).
 """
 
 from __future__ import annotations
@@ -108,11 +112,19 @@ class Provenance:
                 return found
         return None
 
-    def _drop_under(self, path: KeyPath) -> None:
-        n = len(path)
-        for table in (self.leaves, self.sections):
-            for key in [k for k in table if k[:n] == path]:
-                del table[key]
+    def _forget(self, path: KeyPath, value: Any) -> None:
+        """Drop the entries of ``value`` (the merged value at ``path``) and of its subtree.
+
+        Entries exist only for paths of the merged result, so walking the replaced value finds
+        them all: the cost is the size of what is replaced, not of the whole config.
+        """
+        stack: list[tuple[KeyPath, Any]] = [(path, value)]
+        while stack:
+            here, item = stack.pop()
+            self.leaves.pop(here, None)
+            self.sections.pop(here, None)
+            if isinstance(item, dict):
+                stack.extend(((*here, key), child) for key, child in item.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +163,13 @@ def _merge_into(
         existing = dst.get(key)
         if isinstance(value, Mapping):
             if not isinstance(existing, dict):
-                provenance._drop_under(here)
+                if key in dst:
+                    provenance._forget(here, existing)
                 dst[key] = existing = {}
             provenance.sections[here] = source_of(here)
             _merge_into(existing, value, here, source_of, provenance)
         else:
-            provenance._drop_under(here)
+            if key in dst:
+                provenance._forget(here, existing)
             dst[key] = copy.deepcopy(value)
             provenance.leaves[here] = source_of(here)

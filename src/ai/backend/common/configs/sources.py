@@ -26,6 +26,15 @@ Guarantees:
   [tests/configs/test_sources.py::test_malformed_yaml_names_file_and_line];
 - a YAML mapping that repeats a key is an error, not a silent overwrite
   [tests/configs/test_sources.py::test_yaml_duplicate_key_is_an_error];
+- a YAML file that expands (aliases and merge keys counted in full) to more than
+  :data:`MAX_FILE_VALUES` values raises :class:`ConfigFileError` naming the file and the line
+  while it is parsed, before anything walks the expanded tree; an alias to a node that
+  contains it is an error naming its line
+  [tests/configs/test_sources.py::test_yaml_alias_bomb_fails_fast]
+  [tests/configs/test_sources.py::test_yaml_recursive_alias_is_an_error];
+- lists and tables nested deeper than :data:`MAX_FILE_DEPTH` levels (TOML or YAML) raise
+  :class:`ConfigFileError`, never ``RecursionError``
+  [tests/configs/test_sources.py::test_deep_nesting_is_an_error];
 - two environment variables that set a value and a key inside it are an error naming both
   [tests/configs/test_sources.py::test_env_conflict_names_both_variables];
 - a stray ``BACKEND_*`` variable is listed as ignored, a typo inside a known section is an
@@ -34,6 +43,9 @@ Guarantees:
 Limits:
 - ``load()`` must not block on the network; network-backed layers prefetch.
 - Values carry no line numbers: provenance names the file and the key path only.
+- A file holds at most :data:`MAX_FILE_VALUES` (100,000) values and nests at most
+  :data:`MAX_FILE_DEPTH` (64) levels; real configs hold hundreds. YAML is parsed by PyYAML's
+  pure-Python loader (the size check needs its composer): about 1.5 s for 33,000 values.
 """
 
 from __future__ import annotations
@@ -53,6 +65,8 @@ from .provenance import KeyPath, ValueSource, format_key_path
 
 __all__ = (
     "CONFIG_FILE_ENV",
+    "MAX_FILE_DEPTH",
+    "MAX_FILE_VALUES",
     "AbstractConfigLayer",
     "EnvLayer",
     "MappingLayer",
@@ -63,6 +77,12 @@ __all__ = (
 
 CONFIG_FILE_ENV = "BACKEND_CONFIG_FILE"
 """The environment variable that names the config file (never read as a config value)."""
+
+MAX_FILE_VALUES = 100_000
+"""Most values (scalars, lists and tables, counted after YAML aliases expand) a file may hold."""
+
+MAX_FILE_DEPTH = 64
+"""Deepest nesting of lists and tables a file may hold (YAML aliases expanded)."""
 
 
 class AbstractConfigLayer(abc.ABC):
@@ -172,7 +192,9 @@ class TomlFileLayer(_FileLayer):
         if text is None:
             return {}
         try:
-            return tomllib.loads(text)
+            data = tomllib.loads(text)
+        except RecursionError as exc:
+            raise self._error(f"nests deeper than {MAX_FILE_DEPTH} levels") from exc
         except tomllib.TOMLDecodeError as exc:
             reason = str(exc)
             position = _TOML_POSITION.search(reason)
@@ -181,10 +203,99 @@ class TomlFileLayer(_FileLayer):
             reason = reason[: position.start()]
             line, column = int(position.group(1)), int(position.group(2))
             raise self._error(f"is not valid TOML: {reason}", line, column) from exc
+        if _depth(data) > MAX_FILE_DEPTH:
+            raise self._error(f"nests deeper than {MAX_FILE_DEPTH} levels")
+        return data
+
+
+class _YamlTooBig(yaml.MarkedYAMLError):
+    """A document that would expand beyond the limits (or forever) through aliases."""
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and tables nest in a parsed TOML document (iteratively: no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 class _UniqueKeySafeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key repeated in one mapping is an error."""
+    """PyYAML's safe loader, except that a repeated key is an error and size is bounded.
+
+    Aliases share one node, so a few hundred bytes of nested aliases (the "billion laughs")
+    stand for an exponential tree that every later step (key checks, normalisation, merge,
+    validation) would walk whole. While composing, each node's expanded size and height are
+    computed from its children (an alias counts what it refers to), and the document is
+    refused at the first node beyond :data:`MAX_FILE_VALUES` or :data:`MAX_FILE_DEPTH`, or at
+    an alias to a node that contains it.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._shapes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        mark: Any = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)  # an unknown one: the base class reports it
+            if target is not None and id(target) not in self._shapes:
+                raise _YamlTooBig(
+                    None,
+                    None,
+                    f"alias *{event.anchor} refers to a node that contains it",
+                    mark,
+                )
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_FILE_DEPTH:
+            raise _YamlTooBig(None, None, f"nests deeper than {MAX_FILE_DEPTH} levels", mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is not None:
+            self._measure(node)
+        return node
+
+    def _measure(self, node: yaml.Node) -> None:
+        size, height = 1, 1
+        if isinstance(node, yaml.SequenceNode):
+            children: list[yaml.Node] = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        for child in children:
+            child_size, child_height = self._shapes[id(child)]
+            size += child_size
+            height = max(height, child_height + 1)
+        if size > MAX_FILE_VALUES:
+            raise _YamlTooBig(
+                None,
+                None,
+                f"expands to more than {MAX_FILE_VALUES} values (aliases expanded)",
+                node.start_mark,
+            )
+        if self._depth + height > MAX_FILE_DEPTH:
+            raise _YamlTooBig(
+                None,
+                None,
+                f"nests deeper than {MAX_FILE_DEPTH} levels (aliases expanded)",
+                node.start_mark,
+            )
+        self._shapes[id(node)] = (size, height)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -222,12 +333,15 @@ class YamlFileLayer(_FileLayer):
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             reason = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
-            reason = f"is not valid YAML: {reason}"
+            if not isinstance(exc, _YamlTooBig):
+                reason = f"is not valid YAML: {reason}"
             if mark is None:
                 raise self._error(reason) from exc
             raise self._error(reason, mark.line + 1, mark.column + 1) from exc
         except yaml.YAMLError as exc:
             raise self._error(f"is not valid YAML: {exc}") from exc
+        except RecursionError as exc:  # the scanner and parser recurse too (flow collections)
+            raise self._error(f"nests deeper than {MAX_FILE_DEPTH} levels") from exc
         data = self._top_level(data)
         self._check_keys(data, ())
         return data

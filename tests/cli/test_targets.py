@@ -6,6 +6,8 @@ import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ai.backend.common.cli.context import CLIContext
 from ai.backend.common.cli.targets import mask_url_secrets, parse_etcd_endpoints, parse_redis_url
@@ -151,3 +153,88 @@ def test_cli_never_prints_the_password() -> None:
         assert proc.returncode == 1, proc
         assert SECRET not in proc.stdout + proc.stderr, proc
         assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+FW_PORT = "\uff16\uff13\uff17\uff19"  # fullwidth 6379, which str.isdigit() accepts
+FW_AT = "\uff20"  # fullwidth @, which NFKC turns into @
+FW_4, FW_1 = "\uff14", "\uff11"
+
+_PIECES = st.sampled_from(
+    [
+        "redis://", "rediss://", "redis+sentinel://", "http://", ":", "@", "pw", "/", "0", "4",
+        "127.0.0.1", "[::1]", "[", "]", ",", "6379", "²", FW_PORT, "?", "db=", "x", "%", "#",
+        "65536", " ", "mymaster", "::", "\n", FW_AT, "sentinel_password=", "&",
+    ]
+)  # fmt: skip
+
+
+def _one_outcome(text: str) -> None:
+    for parse in (parse_redis_url, parse_etcd_endpoints):
+        try:
+            parse(text)
+        except ConfigurationError as exc:
+            message = str(exc)
+        else:
+            continue
+        assert "\n" not in message, message
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.lists(_PIECES, max_size=10).map("".join), st.text(max_size=30)))
+def test_any_string_is_a_target_or_one_error(text: str) -> None:
+    _one_outcome(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " rediss://,[redis+sentinel://",
+        "²pw²0mymaster:²",
+        "rediss://[[[::1]#]rediss://rediss://",
+        "rediss://][[#]rediss://rediss://",
+        "redis+sentinel://0][[::1]0xrediss://²²",
+        "redis://127.0.0.1][[127.0.0.1db=x65536",
+        "redis://²²:65536²",
+        "rediss://:@0]pw:::[]",
+        "redis+sentinel://@²[:] ",
+        "redis://[@][::1]@redis+sentinel://4rediss://",
+        "rediss://]127.0.0.1[%  /mymaster6379",
+        "redis://4[65536@[::1]x",
+        "rediss://[x:]pw@6379 rediss://",
+        "redis://[::1:6379/0",
+        f"redis://h{FW_AT}x:1/0",
+    ],
+)
+def test_fuzz_findings_are_one_error(text: str) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_redis_url(text)
+    _one_outcome(text)
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        (f"redis://127.0.0.1:{FW_PORT}/0", f"port '{FW_PORT}'"),
+        ("redis://127.0.0.1:6379²/0", "port '6379²'"),
+        (f"redis://127.0.0.1:6379/{FW_4}", f"database '{FW_4}'"),
+        (f"redis://127.0.0.1:6379/0?db={FW_1}", f"database '{FW_1}'"),
+        ("redis://[::1:6379/0", "'[' is never closed"),
+        ("redis://::1:6379/0", "needs brackets"),
+        ("redis://[::g]:6379/0", "'::g' is not an IPv6 address"),
+        ("redis://h:6379/0?timeout=1", "query parameter 'timeout'"),
+    ],
+)
+def test_only_ascii_digits_and_clear_parts(url: str, named: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_redis_url(url)
+    assert named in str(info.value)
+    with pytest.raises(ConfigurationError, match=f"port '{FW_PORT}'"):
+        parse_etcd_endpoints(f"127.0.0.1:{FW_PORT}")
+
+
+def test_bracket_typo_is_one_line_exit_1() -> None:
+    proc = run_cli("--redis", "redis://[::1:6379/0", "events", "stats")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "internal error" not in proc.stderr
+    assert "'[' is never closed" in proc.stderr

@@ -14,17 +14,22 @@ Guarantees:
   [tests/cli/test_targets.py::test_etcd_endpoints];
 - no message shows a password given in the URL (userinfo or ``*password=`` query values),
   however malformed the URL [tests/cli/test_targets.py::test_errors_never_show_the_password]
-  [tests/cli/test_targets.py::test_cli_never_prints_the_password].
+  [tests/cli/test_targets.py::test_cli_never_prints_the_password];
+- any string gives a target or one ``ConfigurationError`` of one line, never another
+  exception [tests/cli/test_targets.py::test_any_string_is_a_target_or_one_error];
+- ports and databases are ASCII digits only ('²' and fullwidth digits are refused), IPv6
+  hosts need balanced brackets, and unknown query parameters are refused
+  [tests/cli/test_targets.py::test_only_ascii_digits_and_clear_parts].
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs
 
 from ..clients.valkey import ValkeyTarget
-from ..exception import BackendAIError, ConfigurationError, InvalidArgument
-from ..types import HostPortPair
+from ..exception import BackendAIError, ConfigurationError
 
 __all__ = ("REDIS_SCHEMES", "mask_url_secrets", "parse_etcd_endpoints", "parse_redis_url")
 
@@ -86,10 +91,10 @@ def _bad(option: str, url: str, what: str) -> ConfigurationError:
 
 
 def _check_userinfo(option: str, url: str, rest: str) -> None:
-    """Refuse a raw ``/``, ``?`` or ``#`` before the last ``@``: URL parsers would split the
-    password there and show a piece of it as the host or path."""
+    """Refuse a raw ``/``, ``?``, ``#``, ``[`` or ``]`` before the last ``@``: URL parsers
+    would split the password there (showing a piece of it as host or path) or fail on it."""
     info = rest.rpartition("@")[0]
-    bad = sorted({c for c in info if c in "/?#"})
+    bad = sorted({c for c in info if c in "/?#[]"})
     if bad:
         chars = ", ".join(repr(c) for c in bad)
         raise _bad(
@@ -99,102 +104,155 @@ def _check_userinfo(option: str, url: str, rest: str) -> None:
         )
 
 
-def _address(option: str, url: str, text: str, default_port: int, role: str) -> HostPortPair:
-    host, sep, port = text.rpartition(":")
-    if text.startswith("[") and text.endswith("]"):  # bare IPv6 literal without a port
-        host, sep, port = text, "", ""
+_HOST = re.compile(r"[A-Za-z0-9._-]+")
+_QUERY_KEYS = ("db", "ssl", "sentinel_password")
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²' and fullwidth digits."""
+    return text.isascii() and text.isdecimal()
+
+
+def _split_address(item: str, role: str) -> tuple[str, str]:
+    """``(host, port)`` of ``host[:port]`` or ``[ipv6][:port]`` (port ``""`` when absent);
+    raises ``ValueError`` with a message naming the bad part."""
+    if item.startswith("["):
+        end = item.find("]")
+        if end < 0:
+            raise ValueError(f"{role} {item!r}: '[' is never closed (IPv6 looks like [::1]:port)")
+        literal, after = item[1:end], item[end + 1 :]
+        if after and not after.startswith(":"):
+            raise ValueError(f"{role} {item!r}: {after!r} after ']' is not ':port'")
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            raise ValueError(f"{role} {item!r}: {literal!r} is not an IPv6 address") from None
+        if after == ":":
+            raise ValueError(f"{role} {item!r}: the port after ':' is empty")
+        return f"[{literal}]", after[1:]
+    if "[" in item or "]" in item:
+        raise ValueError(f"{role} {item!r}: misplaced '[' or ']' (IPv6 looks like [::1]:port)")
+    host, sep, port = item.rpartition(":")
     if not sep:
-        host, port = text, ""
-    if not host or host in ("[]",):
-        raise _bad(option, url, f"{role} {text!r} has no host")
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
-        raise _bad(option, url, f"{role} {text!r}: port {port!r} is not a number in 1-65535")
-    try:
-        return HostPortPair.parse(text, default_port=default_port)
-    except InvalidArgument as exc:
-        raise _bad(option, url, f"{role} {text!r}: {exc}") from exc
+        host, port = item, ""
+    elif not port:
+        raise ValueError(f"{role} {item!r}: the port after ':' is empty")
+    if ":" in host:
+        raise ValueError(f"{role} {item!r}: an IPv6 address needs brackets: [::1]:port")
+    if not host:
+        raise ValueError(f"{role} {item!r} has no host")
+    if not _HOST.fullmatch(host):
+        raise ValueError(
+            f"{role} {item!r}: host {host!r} may hold only ASCII letters, digits, '.', '-', '_'"
+        )
+    return host, port
 
 
-def _db(option: str, url: str, text: str) -> int:
-    if not text.isdigit():
-        raise _bad(option, url, f"database {text!r} is not a non-negative number")
-    return int(text)
+def _address(item: str, role: str) -> tuple[str, str]:
+    host, port = _split_address(item, role)
+    if port and not (_is_number(port) and 0 < int(port) < 65536):
+        raise ValueError(f"{role} {item!r}: port {port!r} is not a number in 1-65535")
+    return host, port
+
+
+def _db(text: str) -> None:
+    if not _is_number(text):
+        raise ValueError(f"database {text!r} is not a non-negative number")
 
 
 def parse_redis_url(url: str, *, option: str = "--redis") -> ValkeyTarget:
-    """The Valkey target ``url`` names; a malformed part raises ``ConfigurationError``."""
-    text = url.strip()
-    scheme, sep, _ = text.partition("://")
-    if not sep:
-        raise _bad(option, url, "not a URL; expected redis://host:port/db")
-    scheme = scheme.lower()
-    if scheme not in REDIS_SCHEMES:
-        known = ", ".join(s + "://" for s in REDIS_SCHEMES)
-        raise _bad(option, url, f"scheme {scheme!r} is not one of {known}")
-    _check_userinfo(option, url, text.partition("://")[2])
-    parts = urlsplit(text)
-    hosts = parts.netloc.rpartition("@")[2]
-    path = [p for p in parts.path.split("/") if p]
-    default_port = _DEFAULT_PORTS[scheme]
-    if scheme == "redis+sentinel":
-        names = [h for h in hosts.split(",") if h.strip()]
-        if not names:
-            raise _bad(option, url, "no sentinel address before the service name")
-        for name in names:
-            _address(option, url, name.strip(), default_port, "sentinel")
-        if not path:
-            raise _bad(
-                option, url, "no service name: expected redis+sentinel://h1:p1,h2:p2/service/db"
-            )
-        if len(path) > 2:
-            raise _bad(option, url, f"path {parts.path!r} has more than /service_name/db")
-        if len(path) == 2:
-            _db(option, url, path[1])
-    else:
-        if not hosts:
-            raise _bad(option, url, "no host")
-        if "," in hosts:
-            raise _bad(option, url, f"several hosts {hosts!r}: use redis+sentinel:// for a set")
-        _address(option, url, hosts, default_port, "address")
-        if len(path) > 1:
-            raise _bad(option, url, f"path {parts.path!r} has more than /db")
-        if path:
-            _db(option, url, path[0])
+    """The Valkey target ``url`` names; a malformed part raises ``ConfigurationError``.
+
+    Never raises anything else, whatever the string
+    [tests/cli/test_targets.py::test_any_string_is_a_target_or_one_error].
+    """
     try:
-        return ValkeyTarget.from_url(text)
-    except BackendAIError as exc:  # e.g. a bad query parameter
-        # Not chained: the original message holds the raw URL, password and all (--debug).
+        return _parse_redis_url(url, option)
+    except ValueError as exc:  # our messages name the part; a parser's own says what it saw
+        # Not chained: a parser's message may hold the raw URL, password and all (--debug).
         raise _bad(option, url, str(exc)) from None
 
 
+def _parse_redis_url(url: str, option: str) -> ValkeyTarget:
+    text = url.strip()
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError("the URL contains whitespace or control characters")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        raise ValueError("not a URL; expected redis://host:port/db")
+    scheme = scheme.lower()
+    if scheme not in REDIS_SCHEMES:
+        known = ", ".join(s + "://" for s in REDIS_SCHEMES)
+        raise ValueError(f"scheme {scheme!r} is not one of {known}")
+    _check_userinfo(option, url, rest)
+    if "#" in rest:
+        raise ValueError("a '#fragment' has no meaning here")
+    authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+    remainder = rest[len(authority) :]
+    hosts = authority.rpartition("@")[2]
+    path_text, _, query = remainder.partition("?")
+    path = [p for p in path_text.split("/") if p]
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        if key not in _QUERY_KEYS:
+            raise ValueError(f"query parameter {key!r} is not one of {', '.join(_QUERY_KEYS)}")
+        if key == "db":
+            for value in values:
+                _db(value)
+    if scheme == "redis+sentinel":
+        names = [h.strip() for h in hosts.split(",") if h.strip()]
+        if not names:
+            raise ValueError("no sentinel address before the service name")
+        for name in names:
+            _address(name, "sentinel")
+        if not path:
+            raise ValueError("no service name: expected redis+sentinel://h1:p1,h2:p2/service/db")
+        if len(path) > 2:
+            raise ValueError(f"path {path_text!r} has more than /service_name/db")
+        if len(path) == 2:
+            _db(path[1])
+    else:
+        if not hosts:
+            raise ValueError("no host")
+        if "," in hosts:
+            raise ValueError(f"several hosts {hosts!r}: use redis+sentinel:// for a set")
+        _address(hosts, "address")
+        if len(path) > 1:
+            raise ValueError(f"path {path_text!r} has more than /db")
+        if path:
+            _db(path[0])
+    try:
+        return ValkeyTarget.from_url(text)
+    except (BackendAIError, TypeError) as exc:  # e.g. a value the target model refuses
+        raise ValueError(str(exc)) from None
+
+
 def parse_etcd_endpoints(value: str | list[str], *, option: str = "--etcd") -> list[str]:
-    """``host:port[,host:port...]`` (or a list of them) as a list of ``host:port`` strings."""
+    """``host:port[,host:port...]`` (or a list of them) as a list of ``host:port`` strings.
+
+    A malformed endpoint raises ``ConfigurationError`` naming it, and nothing else is raised
+    [tests/cli/test_targets.py::test_any_string_is_a_target_or_one_error].
+    """
     items = value.split(",") if isinstance(value, str) else list(value)
     endpoints: list[str] = []
     for raw in items:
-        text = raw.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
+        stripped = raw.strip() if isinstance(raw, str) else repr(raw)
+        text = stripped.removeprefix("http://").removeprefix("https://").rstrip("/")
         if not text:
             continue
-        shown = _masked(raw.strip())
-        if "@" in text:
-            raise ConfigurationError(
-                _scrub(
-                    f"{option}: endpoint {shown!r}: give credentials in the config, "
-                    "not as user:password@ in the endpoint",
-                    raw,
-                ),
-                data={"option": option},
-            )
-        host, sep, port = text.rpartition(":")
-        if not sep or not host:
-            raise ConfigurationError(
-                f"{option}: endpoint {shown!r} is not host:port", data={"option": option}
-            )
-        if not (port.isdigit() and 0 < int(port) < 65536):
-            raise ConfigurationError(
-                f"{option}: endpoint {shown!r}: port {port!r} is not a number in 1-65535",
-                data={"option": option},
-            )
+        shown = _masked(stripped)
+        try:
+            if "@" in text:
+                raise ValueError(
+                    f"endpoint {shown!r}: give credentials in the config, not as user:password@"
+                )
+            if any(c.isspace() or not c.isprintable() or c in "/?#" for c in text):
+                raise ValueError(f"endpoint {shown!r} is not host:port (no path, no spaces)")
+            host, port = _address(text, "endpoint")
+            if not port:
+                raise ValueError(f"endpoint {shown!r} is not host:port")
+        except ValueError as exc:
+            message = _scrub(f"{option}: {exc}", stripped)
+            raise ConfigurationError(message, data={"option": option}) from None
         endpoints.append(f"{host}:{int(port)}")
     if not endpoints:
         raise ConfigurationError(f"{option}: no endpoint given", data={"option": option})

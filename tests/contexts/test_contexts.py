@@ -258,6 +258,26 @@ def test_bundle_from_dict_drops_malformed_traceparent() -> None:
         assert current_traceparent() is None
 
 
+@pytest.mark.parametrize("bad", ["", "x" * 257, "r" * 300, "req\n1", "req\x00", "req\u2028"])
+def test_bundle_from_dict_drops_invalid_request_id(bad: str) -> None:
+    # A peer's bad request id must not make applied() fail in every handler of its event.
+    bundle = ContextBundle.from_dict(
+        {"request_id": bad, "user": ALICE.model_dump(mode="json"), "traceparent": TRACEPARENT}
+    )
+    assert bundle == ContextBundle(user=ALICE, traceparent=TRACEPARENT)
+    with bundle.applied():
+        assert current_request_id() is None
+        assert current_user() == ALICE
+        assert current_traceparent() == TRACEPARENT
+
+
+def test_bundle_from_dict_keeps_request_id_at_the_limit() -> None:
+    bundle = ContextBundle.from_dict({"request_id": "x" * 256})
+    assert bundle.request_id == "x" * 256
+    with bundle.applied():
+        assert current_request_id() == "x" * 256
+
+
 def test_bundle_from_dict_keeps_valid_traceparent() -> None:
     bundle = ContextBundle.from_dict({"traceparent": TRACEPARENT})
     assert bundle.traceparent == TRACEPARENT

@@ -12,6 +12,10 @@ Guarantees:
   [tests/contexts/test_contexts.py::test_bundle_round_trip];
 - tasks created inside a block see its values; changes in a task do not leak back
   [tests/contexts/test_contexts.py::test_values_follow_tasks_not_back].
+- ``from_dict`` drops a malformed ``traceparent`` and a request id that ``bind_request_id``
+  would refuse, so a bundle rebuilt from a peer's metadata can always be applied
+  [tests/contexts/test_contexts.py::test_bundle_from_dict_drops_malformed_traceparent]
+  [tests/contexts/test_contexts.py::test_bundle_from_dict_drops_invalid_request_id].
 """
 
 from .bundle import ContextBundle

@@ -13,6 +13,7 @@ from ..data.user import UserData
 from ..exception import InvalidArgument
 from .vars import (
     _bind,
+    _is_request_id,
     _is_traceparent,
     _request_id,
     bind_client_ip,
@@ -81,15 +82,18 @@ class ContextBundle:
     def from_dict(cls, data: Mapping[str, Any]) -> ContextBundle:
         """Rebuild a bundle from ``to_dict`` output.
 
-        Unknown keys are ignored, missing ones are ``None``, and a malformed ``traceparent`` is
-        dropped (as W3C trace context asks of receivers); a malformed user raises
-        ``InvalidArgument``.
+        Unknown keys are ignored and missing ones are ``None``. A malformed ``traceparent`` is
+        dropped (as W3C trace context asks of receivers), and so is a ``request_id`` that
+        :func:`~ai.backend.common.contexts.bind_request_id` would refuse (empty, over 256
+        characters, or not printable): a peer's bad value must not make its message fail in
+        every handler, so the bundle returned can always be :meth:`applied`. A field of the
+        wrong type (not a string or null) or a malformed user raises ``InvalidArgument``.
         """
         try:
             user = data.get("user")
             triggered = data.get("triggered_user")
             return cls(
-                request_id=_opt_str(data, "request_id"),
+                request_id=_valid_request_id(_opt_str(data, "request_id")),
                 user=None if user is None else UserData.model_validate(user),
                 triggered_user=None if triggered is None else UserData.model_validate(triggered),
                 client_ip=_opt_str(data, "client_ip"),
@@ -97,6 +101,11 @@ class ContextBundle:
             )
         except ValidationError as exc:
             raise InvalidArgument(f"invalid user in context metadata: {exc}") from exc
+
+
+def _valid_request_id(value: str | None) -> str | None:
+    # The handler runs without a request id rather than not at all (applied() would refuse it).
+    return value if value is not None and _is_request_id(value) else None
 
 
 def _valid_traceparent(value: str | None) -> str | None:

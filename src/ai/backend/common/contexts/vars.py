@@ -46,6 +46,11 @@ def _is_traceparent(value: str) -> bool:
     return version != "ff" and trace_id != "0" * 32 and parent_id != "0" * 16
 
 
+def _is_request_id(value: str) -> bool:
+    # What bind_request_id accepts: 1-256 printable characters (no newline, no NUL).
+    return 0 < len(value) <= _MAX_REQUEST_ID_LEN and value.isprintable()
+
+
 def new_request_id() -> str:
     """A fresh request id (``req-`` plus 16 random hex digits)."""
     return f"req-{secrets.token_hex(8)}"
@@ -77,7 +82,7 @@ def current_request_id() -> str | None:
 def bind_request_id(request_id: str | None = None) -> AbstractContextManager[str]:
     """Set the request id for the block (a new one when ``None``); entering yields the id."""
     rid = new_request_id() if request_id is None else request_id
-    if not rid or len(rid) > _MAX_REQUEST_ID_LEN or not rid.isprintable():
+    if not _is_request_id(rid):
         raise InvalidArgument(
             f"request id must be 1-{_MAX_REQUEST_ID_LEN} printable characters, got {rid!r}",
             data={"field": "request_id"},

@@ -79,3 +79,44 @@ def test_show_masks_url_passwords(tmp_path: Path) -> None:
             assert secret not in out, out
         assert "s1:26379,s2:26379/mymaster/4" in out  # the rest stays readable
         assert ":***@" in out
+
+
+def test_several_errors_are_one_line(tmp_path: Path) -> None:
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('namespce = "x"\nfoo = 1\n[events]\ngroupp = "a"\n')
+    invalid = tmp_path / "invalid.toml"
+    invalid.write_text("[events]\nmax-deliveries = 0\n[auth]\naccess-key = 5\n")
+    for path, first, more in (
+        (unknown, "namespce", "2 more"),
+        (invalid, "max-deliveries", "1 more"),
+    ):
+        proc = run_cli("config", "check", str(path))
+        assert proc.returncode == 1
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert first in proc.stderr
+        assert f"({more}; use --debug to see all)" in proc.stderr
+        assert "[config_parse_invalid-parameters]" in proc.stderr
+    debug = run_cli("--debug", "config", "check", str(unknown))
+    assert "groupp" in debug.stderr  # --debug shows every item
+
+
+def test_usage_errors_are_one_line() -> None:
+    for args, message in (
+        (("config", "check"), "Missing argument 'FILE'"),
+        (("events", "tail", "--count", "0"), "'--count'"),
+        (("--no-such-option",), "No such option"),
+    ):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, proc
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert message in proc.stderr
+        assert "--help" in proc.stderr
+
+
+def test_json_sample_is_one_object() -> None:
+    proc = run_cli("--json", "config", "sample")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert row["format"] == "toml"
+    assert row["schema"] == "CommonSettings"
+    assert row["text"] == run_cli("config", "sample").stdout

@@ -50,6 +50,8 @@ def test_demo_human_output_has_summary_table() -> None:
 
 def test_unknown_command_is_one_line_error_without_traceback() -> None:
     proc = run_cli("no-such-command")
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert "no-such-command" in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "No such command 'no-such-command'" in proc.stderr
+    assert "backend.ai-common --help" in proc.stderr

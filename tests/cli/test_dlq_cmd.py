@@ -64,3 +64,28 @@ def test_replay_needs_ids_or_all(redis_url: str) -> None:
     empty = run_cli("--json", "--redis", redis_url, "dlq", "replay", "--all")
     assert empty.returncode == 0, empty.stderr
     assert empty.stdout == ""
+
+
+async def test_replay_unknown_id_fails(redis_url: str) -> None:
+    alone = await arun_cli("--redis", redis_url, "dlq", "replay", "1-0")
+    assert alone.returncode == 1, alone
+    assert alone.stderr.count("\n") == 1, alone.stderr
+    assert "no dead letter 1-0" in alone.stderr
+    assert "replayed 0" not in alone.stdout
+    target = ValkeyTarget.from_url(redis_url)
+    config = QueueConfig(source="t", group="agent", consumer_id="agent-1", max_deliveries=1)
+    async with RedisMessageQueue(target, config) as queue:
+        await queue.send({"name": "demo_job", "source": "t", "payload": "{}"})
+        async with contextlib.aclosing(queue.consume()) as messages:
+            msg = await anext(messages)
+            await queue.dead_letter(msg.msg_id, "forced")
+        (letter,) = await queue.list_dead_letters()
+        mixed = await arun_cli("--redis", redis_url, "dlq", "replay", letter.dlq_id, "1-0")
+        assert mixed.returncode == 1, mixed
+        assert mixed.stderr.count("\n") == 1, mixed.stderr
+        assert "no dead letter 1-0" in mixed.stderr
+        assert "nothing replayed" in mixed.stderr
+        assert [d.dlq_id for d in await queue.list_dead_letters()] == [letter.dlq_id]
+    bad = await arun_cli("--redis", redis_url, "dlq", "replay", "latest")
+    assert bad.returncode == 1, bad
+    assert "'latest' is not a dead-letter id" in bad.stderr

@@ -4,7 +4,10 @@ Guarantees:
 - ``config show`` never prints a secret: secret fields are redacted by the loader, and the
   password of any URL in a value (``redis://:pw@host``, ``?sentinel_password=pw``) is masked
   while the rest of the URL stays readable
-  [tests/cli/test_config_cmd.py::test_show_masks_url_passwords].
+  [tests/cli/test_config_cmd.py::test_show_masks_url_passwords];
+- ``config sample`` prints TOML; under ``--json`` that text is the ``text`` of one JSON object,
+  so every line of ``--json`` output stays JSON
+  [tests/cli/test_config_cmd.py::test_json_sample_is_one_object].
 """
 
 from __future__ import annotations
@@ -74,6 +77,15 @@ def _masked(value: Any) -> Any:
 
 @config.command("sample")
 @_schema_option
-def sample(schema: str | None) -> None:
-    """Print a commented sample TOML file generated from the schema."""
-    click.echo(sample_config(resolve_schema(schema)), nl=False)
+@pass_cli
+def sample(cli: CLIContext, schema: str | None) -> None:
+    """Print a commented sample TOML file generated from the schema.
+
+    With --json the same TOML text comes as one object: {"schema", "format": "toml", "text"}.
+    """
+    model = resolve_schema(schema)
+    text = sample_config(model)
+    if cli.json:
+        cli.emit({"schema": model.__name__, "format": "toml", "text": text})
+    else:
+        click.echo(text, nl=False)

@@ -9,18 +9,23 @@ Guarantees:
 - a forced dead letter is listed with its group, error and attempts, replayed to its group, and
   purged [tests/cli/test_dlq_cmd.py::test_list_replay_purge];
 - ``replay`` without ids or ``--all`` is refused with one line
-  [tests/cli/test_dlq_cmd.py::test_replay_needs_ids_or_all].
+  [tests/cli/test_dlq_cmd.py::test_replay_needs_ids_or_all];
+- ``replay`` of an id that is not a dead letter replays nothing and exits 1 naming it; an id
+  that is not a stream id is refused before any I/O
+  [tests/cli/test_dlq_cmd.py::test_replay_unknown_id_fails].
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import click
 
+from ..clients.valkey import ValkeyClient, ValkeyStreamClient, ValkeyTarget
 from ..events import DeliveryPattern
-from ..exception import InvalidArgument
-from ..message_queue import DeadLetter, QueueConfig
+from ..exception import InvalidArgument, ObjectNotFound
+from ..message_queue import DEAD_LETTER_STREAM, DeadLetter, QueueConfig
 from ..message_queue.redis import RedisMessageQueue
 from .context import CLIContext, pass_cli
 from .events_cmd import describe_message
@@ -79,6 +84,9 @@ def list_(cli: CLIContext, limit: int, after: str | None, group: str | None) -> 
     )
 
 
+_STREAM_ID = re.compile(r"[0-9]+(-[0-9]+)?")
+
+
 def _selection(ids: Sequence[str], all_: bool, command: str) -> list[str] | None:
     if ids and all_:
         raise InvalidArgument(f"`dlq {command}`: give dead-letter ids or --all, not both")
@@ -87,7 +95,20 @@ def _selection(ids: Sequence[str], all_: bool, command: str) -> list[str] | None
             f"`dlq {command}` needs dead-letter ids (see `dlq list`) or --all",
             data={"option": "--all"},
         )
-    return None if all_ else list(ids)
+    for dlq_id in ids:
+        if not _STREAM_ID.fullmatch(dlq_id):
+            raise InvalidArgument(
+                f"`dlq {command}`: {dlq_id!r} is not a dead-letter id (like 1712345678901-0)",
+                data={"dlq_id": dlq_id},
+            )
+    return None if all_ else list(dict.fromkeys(ids))
+
+
+async def _missing(target: ValkeyTarget, ids: Sequence[str]) -> list[str]:
+    """The ids among ``ids`` that are not in the dead-letter stream."""
+    async with ValkeyClient(target) as client:
+        streams = ValkeyStreamClient(client)
+        return [i for i in ids if not await streams.range(DEAD_LETTER_STREAM, i, i, count=1)]
 
 
 @dlq.command("replay")
@@ -100,6 +121,14 @@ def replay(cli: CLIContext, ids: tuple[str, ...], all_: bool) -> None:
     selection = _selection(ids, all_, "replay")
 
     async def run() -> list[str]:
+        if selection is not None:
+            missing = await _missing(target, selection)
+            if missing:
+                raise ObjectNotFound(
+                    f"`dlq replay`: no dead letter {', '.join(missing)} (see `dlq list`); "
+                    "nothing replayed",
+                    data={"dlq_ids": missing},
+                )
         async with RedisMessageQueue(target, _LIST_CONFIG) as queue:
             return await queue.replay_dead_letters(selection)
 
@@ -107,6 +136,13 @@ def replay(cli: CLIContext, ids: tuple[str, ...], all_: bool) -> None:
     for new_id in new_ids:
         cli.emit({"replayed_as": new_id})
     cli.plain(f"replayed {len(new_ids)} dead letter(s): {', '.join(new_ids) or '-'}")
+    if selection is not None and len(new_ids) < len(selection):
+        # Another client replayed or purged some of them between the check and the replay.
+        raise ObjectNotFound(
+            f"`dlq replay`: replayed {len(new_ids)} of {len(selection)} dead letters; the "
+            "others were gone meanwhile",
+            data={"replayed": new_ids},
+        )
 
 
 @dlq.command("purge")

@@ -6,7 +6,12 @@ Guarantees:
   [tests/cli/test_demo.py::test_unknown_command_is_one_line_error_without_traceback]
   [tests/cli/test_events_cmd.py::test_unreachable_redis_is_one_line];
 - a malformed ``--redis`` URL names the bad part
-  [tests/cli/test_targets.py::test_bad_redis_option_is_one_line].
+  [tests/cli/test_targets.py::test_bad_redis_option_is_one_line];
+- every error is exactly one line on stderr: a multi-line message (several config errors,
+  unknown keys) shows its first item and how many more (``--debug`` shows them all), and a
+  usage error keeps click's message and points at ``--help``
+  [tests/cli/test_demo.py::test_unknown_command_is_one_line_error_without_traceback]
+  [tests/cli/test_config_cmd.py::test_several_errors_are_one_line].
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from ..exception import BackendAIError
 from .context import CLIContext
 from .targets import mask_url_secrets
 
-__all__ = ("COMMANDS", "cli", "main")
+__all__ = ("COMMANDS", "cli", "main", "one_line")
 
 COMMANDS = {
     "demo": "ai.backend.common.cli.demo:demo",
@@ -96,6 +101,29 @@ def _backend_error(exc: BaseException) -> BackendAIError | None:
     return None
 
 
+def one_line(message: str) -> str:
+    """``message`` as one line: a header ending in ``:`` keeps its first item, and the rest
+    is counted (``(2 more; use --debug to see all)``); URL passwords are masked."""
+    parts = [line.strip() for line in message.splitlines() if line.strip()]
+    if not parts:
+        return ""
+    if len(parts) > 1 and parts[0].endswith(":"):
+        text, rest = f"{parts[0]} {parts[1].removeprefix('- ')}", len(parts) - 2
+    else:
+        text, rest = parts[0], len(parts) - 1
+    if rest:
+        text += f" ({rest} more; use --debug to see all)"
+    return mask_url_secrets(text)
+
+
+def _usage_line(exc: click.ClickException) -> str:
+    line = f"error: {one_line(exc.format_message())}"
+    ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+    if ctx is not None:
+        line += f" (see: {ctx.command_path} --help)"
+    return line
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run the command; a ``BackendAIError`` becomes one line on stderr and exit status 1."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -107,7 +135,10 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        if debug:
+            exc.show()  # click's full usage text
+        else:
+            click.echo(_usage_line(exc), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -119,12 +150,11 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         error = _backend_error(exc)
         if error is not None:
-            click.echo(mask_url_secrets(f"error: {error} [{error.error_code()}]"), err=True)
+            click.echo(f"error: {one_line(str(error))} [{error.error_code()}]", err=True)
             sys.exit(1)
         click.echo(
-            mask_url_secrets(
-                f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
-            ),
+            f"internal error: {type(exc).__name__}: {one_line(str(exc))} "
+            "(run with --debug for the traceback)",
             err=True,
         )
         sys.exit(2)

@@ -123,3 +123,35 @@ async def test_acquire_twice_is_a_usage_error(lock_env: LockEnv) -> None:
             await lock.acquire()
     with pytest.raises(LockUsageError):
         lock_env.make(lifetime=0)
+
+
+async def test_timed_out_acquire_leaves_nothing_behind(lock_env: LockEnv) -> None:
+    async with lock_env.make("busy"):
+        before = await lock_env.footprint()
+        waiter = lock_env.make("busy", timeout=0.05)
+        for _ in range(20):
+            with pytest.raises(LockTimeout):
+                await waiter.acquire()
+        assert await lock_env.footprint() == before
+        assert not waiter.locked
+
+
+async def test_lock_won_too_late_is_released_on_timeout(lock_env: LockEnv) -> None:
+    # Replies come 0.3 s late; whichever request takes the lock (the first or the second round
+    # trip, depending on the backend), one of these timeouts expires while its reply is on the
+    # way: the lock is taken, but the holder never learns it.
+    before = await lock_env.footprint()
+    timed_out = 0
+    for timeout in (0.15, 0.45, 0.75):
+        late = lock_env.make("late", lifetime=30, timeout=timeout)
+        async with lock_env.slow_replies(0.3):
+            try:
+                await late.acquire()
+            except LockTimeout:
+                timed_out += 1
+        await late.release()
+        assert not late.locked
+        assert await lock_env.footprint() == before  # not held by nobody until it expires
+        async with lock_env.make("late", timeout=2) as other:
+            assert other.locked
+    assert timed_out >= 1

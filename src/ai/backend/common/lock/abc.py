@@ -13,15 +13,18 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from .exceptions import LockTimeout, LockUsageError
+from .exceptions import LockError, LockTimeout, LockUsageError
 
-__all__ = ("DEFAULT_LIFETIME", "DEFAULT_TIMEOUT", "AbstractDistributedLock")
+__all__ = ("CLEANUP_TIMEOUT", "DEFAULT_LIFETIME", "DEFAULT_TIMEOUT", "AbstractDistributedLock")
 
 DEFAULT_LIFETIME = 30.0
 """Seconds a lock is held at most unless released earlier."""
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds ``acquire()`` waits by default (``None`` waits forever)."""
+
+CLEANUP_TIMEOUT = 5.0
+"""Seconds a failed ``acquire()`` spends at most releasing what it may have won."""
 
 
 class AbstractDistributedLock(abc.ABC):
@@ -73,23 +76,41 @@ class AbstractDistributedLock(abc.ABC):
 
     async def acquire(self) -> None:
         """Wait until the lock is ours; ``LockTimeout`` after the ``timeout`` given at
-        construction. If cancelled, the lock is not held (a half-won lock is released)."""
+        construction. If it fails, times out or is cancelled, nothing is left behind: a lock
+        won at the last moment (the reply came too late) is released, and local resources
+        (file descriptors) are freed."""
         if self._held_until is not None:
             raise LockUsageError(f"{self!r} is already held by this object; release it first")
+        deadline = asyncio.timeout(self._timeout)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with deadline:
                 won_at = await self._acquire()
-        except TimeoutError:
-            raise LockTimeout(
-                f"{self!r} was not acquired within {self._timeout} s",
-                data={"timeout": self._timeout},
-            ) from None
-        except BaseException:
-            # Short cleanup that must run even while cancelled: free a lock won at the last
-            # moment so it does not stay held until its lifetime ends.
-            await asyncio.shield(self._release())
-            raise
+        except BaseException as exc:
+            error: BaseException = exc
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                error = LockTimeout(
+                    f"{self!r} was not acquired within {self._timeout} s",
+                    data={"timeout": self._timeout},
+                )
+            await self._clean_up_failed_acquire(error)
+            if error is exc:
+                raise
+            raise error from None
         self._held_until = won_at + self._lifetime
+
+    async def _clean_up_failed_acquire(self, error: BaseException) -> None:
+        """Release whatever a failed, timed-out or cancelled ``_acquire`` may hold."""
+        # Short cleanup that must run even while the caller is cancelled: free a lock won at
+        # the last moment, so it does not stay held by nobody until its lifetime ends. It is
+        # bounded, and if it fails the lock still ends with its lifetime.
+        try:
+            await asyncio.shield(self._release_within(CLEANUP_TIMEOUT))
+        except (LockError, TimeoutError) as cleanup:
+            error.add_note(f"releasing {self!r} after the failed acquire failed too: {cleanup!r}")
+
+    async def _release_within(self, seconds: float) -> None:
+        async with asyncio.timeout(seconds):
+            await self._release()
 
     async def release(self) -> None:
         """Free the lock; idempotent (releasing a lock not held does nothing)."""

@@ -12,6 +12,13 @@ demo ends with a summary table and the time it took, and exits 0 when every step
 Guarantees:
 - every step reports ok on the in-memory backends, well under 30 s
   [tests/cli/test_demo.py::test_demo_json_reports_every_step_ok];
+- a step that raises anything is reported as failed (name, error type, message) and the
+  walkthrough goes on; the demo then exits 1
+  [tests/cli/test_demo.py::test_failing_step_is_reported];
+- the breaker step observes closed -> open -> half_open -> closed from the breaker's own events,
+  and says that its wait is simulated [tests/cli/test_demo.py::test_resilience_step_sees_half_open];
+- the manager binds loopback only, unless ``--insecure-demo`` (it serves an admin JWT to any
+  caller at ``/ui/token``) [tests/cli/test_demo.py::test_non_loopback_host_needs_insecure_demo];
 - the same on real Redis and etcd, leaving no consumer group behind
   [tests/cli/test_demo.py::test_demo_on_real_backends];
 - ``--serve`` serves until SIGTERM, then shuts down and exits 0
@@ -22,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import pickle
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import click
@@ -33,8 +41,17 @@ import click
 from ..configs import ConfigurationError, load_config
 from ..contexts import ContextBundle, bind_request_id, bind_user, current_request_id, current_user
 from ..data import UserData
-from ..exception import BackendAIError, InvalidAPIParameters
-from ..resilience import Backoff, BreakerOpen, CircuitBreaker, FakeClock, Pipeline, Retry
+from ..exception import InvalidAPIParameters, InvalidArgument
+from ..resilience import (
+    Backoff,
+    BreakerOpen,
+    BreakerStateChanged,
+    CircuitBreaker,
+    FakeClock,
+    Pipeline,
+    ResilienceEvent,
+    Retry,
+)
 from ..types import BinarySize, HostPortPair, ResourceSlot
 from .context import CLIContext, pass_cli
 from .demo_runtime import DemoRuntime
@@ -50,7 +67,15 @@ from .demo_steps import (
 )
 from .settings import CommonSettings
 
-__all__ = ("STEPS", "DemoEnv", "StepResult", "demo", "run_demo")
+__all__ = (
+    "EXPECTED_BREAKER_PATH",
+    "STEPS",
+    "DemoEnv",
+    "StepResult",
+    "demo",
+    "is_loopback",
+    "run_demo",
+)
 
 
 Step = Callable[[DemoEnv], Awaitable[StepResult]]
@@ -130,11 +155,44 @@ def _configs_walkthrough(cli: CLIContext) -> StepResult:
     return StepResult("configs", "file < env < override, bad value named", ok)
 
 
+class _Transitions:
+    """A breaker observer that records its state changes as ``(old, new)`` pairs."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def on_event(self, event: ResilienceEvent) -> None:
+        """Record a ``BreakerStateChanged``; ignore the rest."""
+        if isinstance(event, BreakerStateChanged):
+            self.seen.append((str(event.old), str(event.new)))
+
+    def path(self) -> str:
+        """``closed -> open -> half_open -> closed`` (the states actually passed through)."""
+        if not self.seen:
+            return "no transition"
+        return " -> ".join([self.seen[0][0], *(new for _, new in self.seen)])
+
+
+EXPECTED_BREAKER_PATH = "closed -> open -> half_open -> closed"
+"""The transitions the resilience step must observe."""
+
+
 async def step_resilience(env: DemoEnv) -> StepResult:
-    """A breaker opens on failures, fails fast, probes after its wait and closes again."""
+    """A breaker opens on failures, fails fast, probes after its wait and closes again.
+
+    The breaker's wait runs on a :class:`FakeClock` that the step advances, so no time passes;
+    the output says so. The states are checked from the breaker's own transition events.
+    """
     clock = FakeClock()
+    transitions = _Transitions()
+    wait = 5.0
     breaker = CircuitBreaker(
-        name="storage-proxy", minimum_calls=4, window_size=10, wait_in_open=5.0, clock=clock
+        name="storage-proxy",
+        minimum_calls=4,
+        window_size=10,
+        wait_in_open=wait,
+        clock=clock,
+        observers=(transitions,),
     )
     # The retry sleeps for real (10 ms); the breaker's wait runs on a fake clock the demo advances.
     retry = Retry(max_attempts=2, backoff=Backoff(kind="fixed", initial=0.01, max_delay=0.01))
@@ -160,16 +218,18 @@ async def step_resilience(env: DemoEnv) -> StepResult:
         fast_failed = False
     except BreakerOpen as exc:
         fast_failed = calls == before
-        env.say(f"  [bold]resilience[/]: {exc} (dependency not called)")
+        env.say(f"  [bold]resilience[/]: {exc} (dependency not called; clock simulated)")
     healthy = True
-    clock.advance(5.0)
-    result = await pipeline.call(dependency)
-    closed = breaker.state == "closed"
+    clock.advance(wait)
     env.say(
-        f"  [bold]resilience[/]: after the wait one probe succeeded ({result}) -> {breaker.state}"
+        f"  [bold]resilience[/]: {wait:.0f} s of breaker wait simulated on a fake clock "
+        "(no real waiting)"
     )
-    ok = opened and fast_failed and closed
-    return StepResult("resilience", "breaker closed -> open -> half-open -> closed", ok)
+    result = await pipeline.call(dependency)
+    path = transitions.path()
+    env.say(f"  [bold]resilience[/]: one probe succeeded ({result}); states seen: {path}")
+    ok = opened and fast_failed and path == EXPECTED_BREAKER_PATH and breaker.state == "closed"
+    return StepResult("resilience", f"breaker {path} (wait simulated)", ok)
 
 
 STEPS: list[Step] = [
@@ -192,18 +252,20 @@ STEP_TIMEOUT = 20.0
 """Seconds one demo step may take before it is reported as failed."""
 
 
-async def run_demo(env: DemoEnv) -> list[StepResult]:
-    """Run every step in order; a failing step is reported, not fatal."""
+async def run_demo(env: DemoEnv, steps: Sequence[Step] = STEPS) -> list[StepResult]:
+    """Run ``steps`` in order; a failing step is reported (name, error type and message) and
+    the walkthrough goes on with the next one."""
     results = []
-    for step in STEPS:
+    for step in steps:
         name = step.__name__.removeprefix("step_")
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
                 results.append(await step(env))
         except TimeoutError:
             results.append(StepResult(name, f"did not finish within {STEP_TIMEOUT:.0f} s", False))
-        except BackendAIError as exc:
-            results.append(StepResult(name, f"failed: {exc}", ok=False))
+        except Exception as exc:  # any failure of one step is that step's outcome, not fatal
+            message = " ".join(str(exc).split()) or "(no message)"
+            results.append(StepResult(name, f"failed: {type(exc).__name__}: {message}", False))
     return results
 
 
@@ -229,11 +291,15 @@ async def _demo(cli: CLIContext, *, serve: bool, host: str, port: int, started: 
             f"manager at {runtime.url}; demo keypair {keypair.access_key} / {keypair.secret_key}"
         )
         results = await run_demo(DemoEnv(cli, runtime))
-        cli.table(
-            "summary",
-            ["capability", "outcome", "ok"],
-            [[r.capability, r.outcome, "yes" if r.ok else "NO"] for r in results],
-        )
+        if cli.json:
+            for r in results:
+                cli.emit({"capability": r.capability, "outcome": r.outcome, "ok": r.ok})
+        else:
+            cli.table(
+                "summary",
+                ["capability", "outcome", "ok"],
+                [[r.capability, r.outcome, "yes" if r.ok else "NO"] for r in results],
+            )
         elapsed = f"done in {time.monotonic() - started:.2f} s"
         if cli.json:
             cli.note(elapsed)
@@ -257,13 +323,40 @@ async def _demo(cli: CLIContext, *, serve: bool, host: str, port: int, started: 
     return all(r.ok for r in results)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP literal (``127.0.0.0/8``, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @click.command()
 @click.option("--serve", is_flag=True, help="keep serving after the walkthrough, until Ctrl-C")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="manager port (0: any)")
-@click.option("--host", default="127.0.0.1", show_default=True, help="manager address")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="manager address (loopback only)"
+)
+@click.option(
+    "--insecure-demo",
+    is_flag=True,
+    help="allow a non-loopback --host: anyone who reaches it gets an admin token at /ui/token",
+)
 @pass_cli
-def demo(cli: CLIContext, serve: bool, port: int, host: str) -> None:
-    """Walk through the package's capabilities on embedded backends and print a summary."""
+def demo(cli: CLIContext, serve: bool, port: int, host: str, insecure_demo: bool) -> None:
+    """Walk through the package's capabilities on embedded backends and print a summary.
+
+    The manager serves /ui/token, a JWT for the demo's admin keypair, to any caller (the live
+    page needs it), so it binds a loopback address only unless --insecure-demo is given.
+    """
+    if not is_loopback(host) and not insecure_demo:
+        raise InvalidArgument(
+            f"demo --host {host!r} is not a loopback address: the demo hands an admin token "
+            "to anyone who can reach it; add --insecure-demo to serve it there anyway",
+            data={"option": "--host", "value": host},
+        )
     started = time.monotonic()
     ok = cli.run(_demo(cli, serve=serve, host=host, port=port, started=started))
     if not ok:

@@ -4,7 +4,9 @@ Every route goes through the full middleware stack (request id, access log, metr
 errors, auth). Routes under ``/api/`` need a request signed with the demo keypair (HMAC, as the
 official client signs) or an ``X-BackendAI-Token`` JWT; the rest are anonymous:
 
-- ``GET /`` the live page (``static/index.html``), ``GET /ui/token`` a JWT for it;
+- ``GET /`` the live page (``static/index.html``), ``GET /ui/token`` a JWT for it (for the
+  demo's admin keypair, to any caller: which is why ``demo`` binds a loopback address only
+  unless given ``--insecure-demo``);
 - ``GET /ui/state`` tasks, last events, services, breakers (JSON the page polls);
 - ``GET /events/background-task?taskId=<id>`` one task's bgtask events (upstream's SSE stream);
 - ``GET /metrics``, ``GET /metrics/agents/<name>``, ``GET /sd/prometheus`` (HTTP SD JSON);

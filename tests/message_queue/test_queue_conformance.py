@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 
@@ -625,3 +626,69 @@ async def test_ack_rejects_malformed_ids_before_settling_any(
         assert await queue.handled(msg_id) == {"h1"}  # and its record is intact
         await queue.ack(msg_id)
     assert queue.statistics().acked == 1
+
+
+async def test_close_under_flow_loses_nothing(broker: QueueHarness) -> None:
+    """Consumers of one group are closed at random points of a steady flow (in the middle of
+    a batch, or while waiting for the next entry): every message sent is acked by one of them
+    or by the consumer that comes last; none is lost, none is handed out by a closed client."""
+    rng = random.Random(20240603)
+    producer = await broker.open()
+    last = await broker.open(group="manager", consumer_id="last")  # the group exists first
+    sent: list[str] = []
+    acked: set[str] = set()
+    late: list[str] = []  # handed out by a client after its aclose() returned
+    flowing = asyncio.Event()
+    flowing.set()
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        n = 0
+        while not stop.is_set():
+            await flowing.wait()
+            sent.append(await producer.send(event(n)))
+            n += 1
+            await asyncio.sleep(0.002)
+
+    async def consume(queue: AbstractMessageQueue, closed: asyncio.Event) -> None:
+        async with aclosing(queue.consume()) as messages:
+            async for message in messages:
+                if closed.is_set():
+                    late.append(message.msg_id)
+                with contextlib.suppress(QueueClosed):
+                    await queue.ack(message.msg_id)
+                    acked.add(message.msg_id)
+
+    producing = asyncio.create_task(produce())
+    try:
+        for n in range(8):
+            queue = await broker.open(group="manager", consumer_id=f"m{n}")
+            closed = asyncio.Event()
+            consumer = asyncio.create_task(consume(queue, closed))
+            target = len(acked) + rng.randint(1, 12)
+            await wait_for(lambda: len(acked) >= target)  # noqa: B023
+            if rng.random() < 0.5:  # close while it waits for the next entry
+                flowing.clear()
+                await broker.advance(0.02)
+            await queue.aclose()
+            closed.set()
+            flowing.set()
+            async with asyncio.timeout(10):
+                await consumer  # the iterator ends by itself
+        stop.set()
+        await producing
+    finally:
+        stop.set()
+        flowing.set()
+        producing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producing
+    got: list[AnycastMessage] = []
+    async with consuming(last, got):
+        for _ in range(60):  # closed consumers' leftovers are taken at once
+            if set(sent) <= acked | {m.msg_id for m in got}:
+                break
+            await broker.advance(TEST_CONFIG.heartbeat_ttl / 4)
+        await wait_for(lambda: set(sent) <= acked | {m.msg_id for m in got})
+    assert late == []
+    assert len(sent) > 8

@@ -681,3 +681,64 @@ async def test_redelivery_count_comes_from_the_pending_list(
         (entry,) = await ValkeyStreamClient(raw).pending(ANYCAST_STREAM, "g")
         assert again.delivery_count == entry.deliveries == 3
         await queue.ack(msg_id)
+
+
+# -- closing -----------------------------------------------------------------------------------
+
+
+async def test_close_during_a_blocked_read_loses_nothing(
+    target: ValkeyTarget, raw: ValkeyClient
+) -> None:
+    """aclose() while consume() waits in XREADGROUP, and a message arrives just as the
+    consumer leaves its group: it is neither dropped from the pending list nor handed out by
+    the closed client; a peer gets it."""
+    streams = ValkeyStreamClient(raw)
+    sent: list[str] = []
+
+    async def hook(operation: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        if operation == "leave" and not sent:
+            sent.append(
+                (
+                    await raw.execute("XADD", ANYCAST_STREAM, "*", "name", "n", "payload", "{}")
+                ).decode()
+            )
+
+            async def delivered() -> bool:  # to a read still in flight, if there is one
+                return (await streams.pending_summary(ANYCAST_STREAM, "g")).count > 0
+
+            with contextlib.suppress(TimeoutError):
+                await wait_for(delivered, within=0.3)
+        return await call()
+
+    config = dataclasses.replace(
+        FAST, group="g", consumer_id="c1", block_seconds=1.0, reclaim_interval=10.0
+    )
+    queue = RedisMessageQueue(target, config, hook=hook)
+    await queue.open()
+    handed: list[AnycastMessage] = []
+
+    async def consume() -> None:
+        async with aclosing(queue.consume()) as messages:
+            async for message in messages:
+                handed.append(message)
+
+    reader = asyncio.create_task(consume())
+    try:
+
+        async def blocked_in_read() -> bool:
+            clients = (await raw.execute("CLIENT", "LIST")).decode()
+            return any("cmd=xreadgroup" in c and "flags=b" in c for c in clients.splitlines())
+
+        await wait_for(blocked_in_read)
+        await queue.aclose()
+        async with asyncio.timeout(5):
+            await reader  # the iterator ends by itself
+    finally:
+        reader.cancel()
+        await queue.aclose()
+    assert handed == []  # nothing handed out by a closed client
+    async with opened(target, group="g", consumer_id="c2") as peer:
+        async with aclosing(peer.consume()) as messages:
+            (message,) = await collect(messages, 1, within=5)
+        assert message.msg_id == sent[0]
+        await peer.ack(message.msg_id)

@@ -30,6 +30,10 @@ Guarantees (both backends unless marked):
 - ``consume()`` never has more than ``max_in_flight`` unsettled messages out
   [tests/message_queue/test_queue_conformance.py::test_backpressure_bounds_in_flight]
   [tests/message_queue/test_queue_conformance.py::test_redeliveries_respect_backpressure];
+- closing a consumer at any point of a steady flow loses nothing, and its iterator hands out
+  nothing after ``aclose()``
+  [tests/message_queue/test_queue_conformance.py::test_close_under_flow_loses_nothing]
+  [tests/message_queue/test_redis.py::test_close_during_a_blocked_read_loses_nothing] (Redis);
 - closing a ``consume()`` or durable ``subscribe()`` iterator that never ran leaves the client
   free to start another
   [tests/message_queue/test_queue_conformance.py::test_closing_an_unstarted_iterator_frees_the_client];

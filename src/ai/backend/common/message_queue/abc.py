@@ -58,7 +58,10 @@ class AbstractMessageQueue(abc.ABC):
     async def aclose(self) -> None:
         """Stop intake, stop background work, release connections; idempotent.
 
-        Messages delivered and not acked stay pending and are reclaimed by other consumers.
+        A ``consume()`` iterator hands out nothing once this began and ends by itself; a read
+        it had in flight is waited for (bounded) before the consumer leaves its group.
+        Messages delivered and not acked stay pending and are reclaimed by other consumers;
+        none is lost.
         """
 
     @abc.abstractmethod

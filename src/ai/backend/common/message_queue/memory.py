@@ -365,11 +365,8 @@ class MemoryMessageQueue(AbstractMessageQueue):
                 if not batch:
                     await self._broker._wait_change(self._wait_time())
                     continue
-                while batch:
-                    message = batch.pop(0)
-                    yield message
-                    if self._closed:
-                        break
+                while batch and not self._closed:  # nothing handed out once closing began
+                    yield batch.pop(0)
         finally:
             self._consuming = False
             # Collected but never handed out: deliver them again on the next read.

@@ -47,6 +47,25 @@ _DLQ_FIELD_PREFIX = b"f:"
 _CLOSE_GRACE = 5.0
 
 
+# KEYS: heartbeat key, stream keys...; ARGV: group, consumer, ttl of the closed mark (ms).
+# One step, so no entry can be handed to this consumer between the look and the delete.
+_LEAVE_SCRIPT = """
+local group, consumer = ARGV[1], ARGV[2]
+for i = 2, #KEYS do
+  local mine = redis.pcall('XPENDING', KEYS[i], group, '-', '+', 1, consumer)
+  if type(mine) == 'table' and mine.err == nil and #mine > 0 then
+    redis.call('SET', KEYS[1], 'closed', 'PX', ARGV[3])
+    return 1
+  end
+end
+for i = 2, #KEYS do
+  redis.pcall('XGROUP', 'DELCONSUMER', KEYS[i], group, consumer)
+end
+redis.call('DEL', KEYS[1])
+return 0
+"""
+
+
 def heartbeat_key(group: str, consumer: str) -> str:
     """Key of a consumer's heartbeat (``alive``, or ``closed`` after a clean close)."""
     return f"events:hb:{group}:{consumer}"
@@ -167,6 +186,9 @@ class RedisQueueBase(AbstractMessageQueue):
         self._durable_subscribing = False
         self._stopping = asyncio.Event()
         self._settled = asyncio.Event()
+        self._intake_idle = asyncio.Event()
+        """Clear while consume() is in a server call that can hand entries to this consumer."""
+        self._intake_idle.set()
         self._runner: asyncio.Task[None] | None = None
         self._in_flight: dict[str, _Delivery] = {}
         self._waiting: dict[str, _Delivery] = {}
@@ -228,7 +250,9 @@ class RedisQueueBase(AbstractMessageQueue):
         self._runner = asyncio.create_task(self._run_background(), name="mq-background")
 
     async def aclose(self) -> None:
-        """Stop intake, flush pending acks, stop background work, leave the group cleanly.
+        """Stop intake (wait for consume()'s read in flight, at most ``block_seconds`` + the
+        request timeout), flush pending acks, stop background work, leave the group in one
+        atomic step (deleted if nothing is pending under it, else marked ``closed``).
 
         This consumer's unacked messages stay pending and are reclaimed by the others at once
         (the heartbeat is replaced by a ``closed`` mark). Acks still queued when the writer is
@@ -238,6 +262,7 @@ class RedisQueueBase(AbstractMessageQueue):
         if self._closed:
             return
         self._shutdown()
+        await self._stop_intake()
         failure: BaseException | None = None
         if self._runner is not None:
             try:
@@ -274,28 +299,34 @@ class RedisQueueBase(AbstractMessageQueue):
         self._settled.set()
         self._flush_wanted.set()
 
+    async def _stop_intake(self) -> None:
+        """Wait until consume() is out of any server call that can hand it entries (a blocked
+        ``XREADGROUP``, a claim), at most ``block_seconds`` + the request timeout: what it gets
+        stays pending under this consumer, which the leave then sees. Past the bound the leave
+        goes on; an entry handed over later stays pending under this consumer's name and is
+        reclaimed once idle for ``heartbeat_ttl``."""
+        if self._intake_idle.is_set():
+            return
+        request_timeout = self._client.target.request_timeout
+        limit = self._config.block_seconds + (
+            request_timeout if request_timeout is not None else _CLOSE_GRACE
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                await self._intake_idle.wait()
+
     async def _leave_group(self) -> None:
+        """Delete this consumer from its group if it has nothing pending, else mark its
+        heartbeat ``closed`` so that peers take its entries at once: one atomic script."""
         assert self._group is not None
-        assert self._streams is not None
-        group, streams = self._group, self._streams
-        mine = 0
-        for key in (ANYCAST_STREAM, self._replay_key):
-            summary = await streams.pending_summary(key, group)
-            mine += summary.consumers.get(self._consumer, 0)
-        hb = heartbeat_key(group, self._consumer)
-        if mine:
-            ttl_ms = int(self._config.heartbeat_ttl * 1000)
-            await self._client.execute("SET", hb, _CLOSED, "PX", ttl_ms)
-        else:
-            await self._client.pipeline(
-                [
-                    ["XGROUP", "DELCONSUMER", ANYCAST_STREAM, group, self._consumer],
-                    ["XGROUP", "DELCONSUMER", self._replay_key, group, self._consumer],
-                    ["DEL", hb],
-                ],
-                operation="leave",
-                raise_on_error=False,
-            )
+        keys = [heartbeat_key(self._group, self._consumer), ANYCAST_STREAM, self._replay_key]
+        args: list[str | int] = [
+            self._group,
+            self._consumer,
+            max(1, int(self._config.heartbeat_ttl * 1000)),
+        ]
+        script = self._client.raw.register_script(_LEAVE_SCRIPT)
+        await self._client.call("leave", lambda _: script(keys=keys, args=args))
 
     def _check_open(self) -> ValkeyStreamClient:
         if self._closed:

@@ -103,21 +103,25 @@ class StreamsMixin(RedisQueueBase):
                     self._settled.clear()
                     await self._settled.wait()
                     continue
+                self._intake_idle.clear()  # aclose() waits for this call before leaving
                 try:
                     batch.extend(await self._next_batch(group, room))
-                    backoff = 0.05
-                    streak.ok()
                 except ValkeyError as exc:
+                    self._intake_idle.set()
                     if self._closed:
                         break
                     streak.failed(exc)
                     await self._pause(backoff)
                     backoff = min(backoff * 2, 1.0)
                     continue
-                while batch:
+                finally:
+                    self._intake_idle.set()
+                backoff = 0.05
+                streak.ok()
+                # Checked before each message: nothing is handed out once aclose() began
+                # (what is left stays pending under this consumer, reclaimed by peers).
+                while batch and not self._closed:
                     yield batch.popleft()
-                    if self._closed:
-                        break
         finally:
             self._consuming = False
             self._hand_back(batch)
@@ -135,6 +139,8 @@ class StreamsMixin(RedisQueueBase):
         assert self._streams is not None
         loop = asyncio.get_running_loop()
         out: list[AnycastMessage] = []
+        if self._closed:
+            return out
         now = loop.time()
         try:
             if now >= self._next_maintenance:

@@ -183,3 +183,12 @@ async def _has(sd: AbstractServiceDiscovery, service_id: uuid.UUID) -> bool:
 
 async def _lacks(sd: AbstractServiceDiscovery, service_id: uuid.UUID) -> bool:
     return not await _has(sd, service_id)
+
+
+async def test_group_lookup_is_exact(sd: AbstractServiceDiscovery) -> None:
+    model, v2, prefixed = make_record("model"), make_record("model.v2"), make_record("modelx")
+    for record in (model, v2, prefixed):
+        await sd.register(record)
+    assert await sd.get_service_group("model") == [model]
+    assert await sd.get_service_group("model.v2") == [v2]
+    assert [r.service_group for r in await sd.discover()] == ["model", "model.v2", "modelx"]

@@ -17,7 +17,12 @@ Guarantees:
 - records of an owner that stopped without cleanup vanish within the TTL
   [tests/service_discovery/test_discovery_conformance.py::test_crashed_owner_records_expire].
 
-Limits: group names are matched by ``SCAN`` patterns (glob characters are escaped);
+- a group's lookup returns exactly that group, also when another group's name extends it
+  with a dot (``model`` and ``model.v2``)
+  [tests/service_discovery/test_discovery_conformance.py::test_group_lookup_is_exact].
+
+Limits: group lookups ``SCAN`` the keys matching ``<prefix>.<group>.*`` (glob characters
+escaped), so they also read the records of dotted sub-groups before dropping them;
 ``discover()`` scans the keyspace, as upstream.
 """
 
@@ -187,8 +192,11 @@ class RedisServiceDiscovery(RecordKeeper):
         return await self._scan(f"{_escape_glob(self._prefix)}.*.*", "discover()")
 
     async def _read_group(self, service_group: str) -> list[ServiceMetadata]:
+        # The pattern of group "model" also matches "model.v2.<id>" (group names may contain
+        # dots): keep only the records of this very group.
         pattern = f"{_escape_glob(self._prefix)}.{_escape_glob(service_group)}.*"
-        return await self._scan(pattern, f"get_service_group({service_group!r})")
+        found = await self._scan(pattern, f"get_service_group({service_group!r})")
+        return [record for record in found if record.service_group == service_group]
 
     async def _read_one(self, key: ServiceKey) -> ServiceMetadata | None:
         raw = await self._call(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from ai.backend.common.exception import InvalidArgument
 from ai.backend.common.json import dump_json, load_json
 from ai.backend.common.types import (
+    QUANTITY_MAX_DIGITS,
     REDIS_BGTASK_DB,
     REDIS_STREAM_DB,
     BinarySize,
@@ -255,7 +257,11 @@ def test_resource_slot_order_properties(a: ResourceSlot, b: ResourceSlot, c: Res
         st.one_of(
             _slot_values,
             st.just(Decimal("Infinity")),
-            st.decimals(allow_nan=False, allow_infinity=False),
+            st.builds(
+                lambda digits, places: Decimal(f"{digits}E-{places}"),
+                st.integers(min_value=-(10**30) + 1, max_value=10**30 - 1),
+                st.integers(min_value=0, max_value=30),
+            ),
         ),
         max_size=5,
     ).map(ResourceSlot)
@@ -381,6 +387,221 @@ def test_resource_slot_pydantic_field() -> None:
 
 def test_resource_slot_dumps_through_json_helper() -> None:
     assert load_json(dump_json(ResourceSlot({"cpu": "0.5"}))) == {"cpu": "0.5"}
+
+
+# --------------------------------------------------------------------------- limits
+
+_LIMIT = 10**QUANTITY_MAX_DIGITS
+_OUTPUT_MAX = 120  # characters of any one printed value, whatever the input
+
+# Numbers far outside any real resource value: exponents up to +-10**7, 70-digit mantissas.
+_huge_exponents = st.integers(min_value=-(10**7), max_value=10**7)
+_long_digits = st.integers(min_value=10**69, max_value=10**70 - 1)
+_numeric_texts = st.one_of(
+    st.builds(lambda m, e: f"{m}e{e}", st.integers(-999, 999), _huge_exponents),
+    st.builds(lambda d, e: f"{d}E{e:+d}", _long_digits, st.integers(-100, 100)),
+    st.builds(
+        lambda d, places: f"{str(d)[:-places]}.{str(d)[-places:]}", _long_digits, st.integers(1, 69)
+    ),
+    _long_digits.map(str),
+    st.integers(0, 10**70).map(str),
+)
+_wild_numbers = st.one_of(
+    _numeric_texts,
+    st.builds(
+        lambda d, unit: f"{d}{unit}",
+        st.integers(0, 10**70),
+        st.sampled_from(["k", "g", "y", " YiB"]),
+    ),
+    st.integers(min_value=-(10**70), max_value=10**70),
+    st.integers(min_value=0, max_value=20_000).map(lambda k: 7**k),  # up to 17,000 digits
+    st.floats(allow_nan=False),
+    _numeric_texts.map(Decimal),
+)
+
+
+def _bounded(outputs: Iterable[str]) -> None:
+    for text in outputs:
+        assert len(text) <= _OUTPUT_MAX, text[:80]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["cpu", "mem", "cuda.shares"]), _wild_numbers)
+def test_resource_slot_wild_values_give_values_or_invalid_argument(name: str, raw: Any) -> None:
+    # Anything else (decimal.InvalidOperation, Overflow, ValueError from str(int)) fails here.
+    builders: list[Callable[[], ResourceSlot]] = [
+        lambda: ResourceSlot.from_json({name: raw}),
+        lambda: ResourceSlot.from_user_input({name: raw}),
+    ]
+    for build in builders:
+        try:
+            slot = build()
+        except InvalidArgument as exc:
+            message = str(exc)
+            assert name in message
+            assert len(message) < 400
+            continue
+        _bounded(slot.to_json().values())
+        _bounded(slot.to_humanized().values())
+        assert ResourceSlot.from_json(slot.to_json()) == slot
+        try:
+            total = slot + slot - slot
+        except InvalidArgument:
+            continue  # out of range once doubled
+        assert total == slot
+
+
+@settings(max_examples=400, deadline=None)
+@given(_wild_numbers)
+def test_binary_size_wild_values_give_values_or_invalid_argument(raw: Any) -> None:
+    try:
+        size = BinarySize.from_str(raw)
+    except InvalidArgument:
+        return
+    if not isinstance(size, BinarySize):
+        return  # infinity
+    assert 0 <= size < _LIMIT
+    _bounded([str(size), format(size, "s"), format(size, "k"), format(size, "y")])
+
+
+def test_limits_are_inclusive_of_real_values() -> None:
+    top = "9" * QUANTITY_MAX_DIGITS
+    finest = "0." + "0" * (QUANTITY_MAX_DIGITS - 1) + "1"
+    widest = f"{top}.{'9' * QUANTITY_MAX_DIGITS}"
+    slot = ResourceSlot(cpu=widest, mem=top, x=finest, y=f"-{widest}")
+    assert slot.to_json() == {"cpu": widest, "mem": top, "x": finest, "y": f"-{widest}"}
+    half = ResourceSlot(cpu=f"{'4' * QUANTITY_MAX_DIGITS}.{'9' * QUANTITY_MAX_DIGITS}", x=finest)
+    assert (half + half) - half == half  # 60 significant digits, still exact
+    assert (slot - half) + half == slot
+    assert BinarySize(_LIMIT - 1) == _LIMIT - 1
+    assert str(BinarySize(_LIMIT - 1)) == "827180.61 YiB"
+    assert BinarySize.from_str("827180y") == 827180 * 2**80
+    with pytest.raises(InvalidArgument, match="out of range"):
+        BinarySize.from_str("827181y")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "1e30",
+        "-1e30",
+        "1e-31",
+        "0E-31",
+        "0e30",
+        "1" * 31,
+        "0." + "1" * 31,
+        10**30,
+        1e300,
+        Decimal("1e1000000"),
+        "1e99999999",
+        "0.1234567890123456789012345678901234567890123456789012345678901234567",
+    ],
+)
+def test_resource_slot_rejects_out_of_range(bad: object) -> None:
+    builders: list[Callable[[], ResourceSlot]] = [
+        lambda: ResourceSlot(cpu=bad),
+        lambda: ResourceSlot.from_json({"cpu": bad}),
+        lambda: ResourceSlot.from_user_input({"cpu": bad}),
+    ]
+    for build in builders:
+        with pytest.raises(InvalidArgument, match="out of range") as info:
+            build()
+        assert info.value.data["slot"] == "cpu"
+    # A byte slot reads text as a size expression, which has no exponents or fractions.
+    with pytest.raises(InvalidArgument, match="'mem'") as info:
+        ResourceSlot.from_user_input({"mem": bad})
+    assert info.value.data["slot"] == "mem"
+
+
+class _WireSlots(BaseModel):
+    slots: ResourceSlot
+
+
+def test_resource_slot_exponent_bomb_is_refused_by_pydantic() -> None:
+    with pytest.raises(ValidationError, match="out of range"):
+        _WireSlots.model_validate_json('{"slots": {"cpu": "1e99999999"}}')
+
+
+def test_resource_slot_arithmetic_out_of_range_raises() -> None:
+    big = ResourceSlot(mem="9e29")
+    with pytest.raises(InvalidArgument, match=r"'mem'.*out of range"):
+        _ = big + big
+    with pytest.raises(InvalidArgument, match=r"'mem'.*out of range"):
+        _ = -big - big
+    assert big - big == ResourceSlot(mem=0)
+
+
+def test_resource_slot_unpickle_validates() -> None:
+    slot = ResourceSlot(cpu="1.5")
+    assert pickle.loads(pickle.dumps(slot)) == slot
+    forged = ResourceSlot.__new__(ResourceSlot)
+    with pytest.raises(InvalidArgument, match="out of range"):
+        forged.__setstate__({"cpu": Decimal("0." + "1" * 67)})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["1" * 5000, "1" * 31, "9" * 4400 + "y", 10**30, 10**5000, Decimal("1e40"), 1e300],
+    ids=[
+        "5000-digits",
+        "31-digits",
+        "4400-digits-y",
+        "10**30",
+        "10**5000",
+        "decimal-1e40",
+        "1e300",
+    ],
+)
+def test_binary_size_rejects_out_of_range(bad: object) -> None:
+    with pytest.raises(InvalidArgument, match="out of range") as info:
+        BinarySize.from_str(bad)  # type: ignore[arg-type]
+    assert len(str(info.value)) < 300
+    with pytest.raises(InvalidArgument, match="out of range"):
+        BinarySize(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [-5, -1, Decimal(-5), -5.0])
+def test_binary_size_constructor_rejects_negative(bad: int | Decimal | float) -> None:
+    with pytest.raises(InvalidArgument, match="negative"):
+        BinarySize(bad)
+    with pytest.raises(InvalidArgument, match="negative"):
+        BinarySize.from_str(bad)
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.integers(min_value=0, max_value=_LIMIT - 1),
+        st.builds(
+            lambda n, exp: n * 1024**exp,
+            st.integers(min_value=0, max_value=827180),
+            st.integers(min_value=0, max_value=8),
+        ),
+    )
+)
+def test_humanized_bytes_round_trip(value: int) -> None:
+    slot = ResourceSlot(mem=value)
+    shown = slot.to_humanized()["mem"]
+    assert ResourceSlot.from_user_input({"mem": shown}) == slot
+    assert ResourceSlot.from_user_input(slot.to_humanized()) == slot
+
+
+def test_humanized_bytes_use_an_exact_unit() -> None:
+    shown = ResourceSlot(
+        mem=8888, a_mem=1536 * 2**20, b_mem=2**30 + 2**10, c_mem=-(2**30)
+    ).to_humanized()
+    assert shown == {"mem": "8888", "a_mem": "1.5g", "b_mem": "1048577k", "c_mem": "-1g"}
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["a\x00b", "host\x00", "a\x07b", "a\x7fb", "a\u2028b", "fe80::1%\x00a", "[fe80::1%\x01]"],
+)
+def test_host_port_pair_rejects_control_characters(host: str) -> None:
+    with pytest.raises(InvalidArgument, match="non-printable"):
+        HostPortPair(host, 80)
+    with pytest.raises(InvalidArgument):
+        HostPortPair.parse(f"[{host.strip('[]')}]:80" if ":" in host else f"{host}:80")
 
 
 # --------------------------------------------------------------------------- slot names

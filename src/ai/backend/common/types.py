@@ -19,8 +19,24 @@ Guarantees:
   exact to two decimals [tests/test_types.py::test_binary_size_format_round_trip];
 - ``BinarySize`` validates as a pydantic field from an int or a size string and dumps to JSON
   as an int [tests/test_types.py::test_binary_size_pydantic_field];
-- ``ResourceSlot`` arithmetic is exact (64 significant digits): ``(a + b) - b == a``
-  [tests/test_types.py::test_resource_slot_add_sub_inverse];
+- ``ResourceSlot`` arithmetic is exact: ``(a + b) - b == a``; a result that would need rounding
+  or falls outside :data:`QUANTITY_MAX_DIGITS` raises ``InvalidArgument`` naming the slot
+  [tests/test_types.py::test_resource_slot_add_sub_inverse]
+  [tests/test_types.py::test_limits_are_inclusive_of_real_values]
+  [tests/test_types.py::test_resource_slot_arithmetic_out_of_range_raises];
+- every size and slot value is below ``10**30`` in magnitude and a slot value has at most 30
+  decimal places (:data:`QUANTITY_MAX_DIGITS`); anything else (``"1e70"``, ``1e300``,
+  ``"1e-99"``, a 5,000-digit size) raises ``InvalidArgument`` naming the slot or input, so
+  no input makes printing, JSON or arithmetic slow, huge or raise anything else
+  [tests/test_types.py::test_resource_slot_rejects_out_of_range]
+  [tests/test_types.py::test_binary_size_rejects_out_of_range]
+  [tests/test_types.py::test_resource_slot_wild_values_give_values_or_invalid_argument]
+  [tests/test_types.py::test_binary_size_wild_values_give_values_or_invalid_argument];
+- ``BinarySize`` is never negative, however it is made
+  [tests/test_types.py::test_binary_size_constructor_rejects_negative];
+- ``ResourceSlot.to_humanized`` shows a byte value in the largest unit that is exact, else in
+  bytes, so ``from_user_input`` reads every non-negative value back unchanged
+  [tests/test_types.py::test_humanized_bytes_round_trip];
 - ``ResourceSlot`` comparisons are the slot-wise partial order with missing slots read as 0,
   never mutate their operands, and ``a <= b and b <= a`` iff ``a == b``
   [tests/test_types.py::test_resource_slot_order_properties];
@@ -30,6 +46,8 @@ Guarantees:
   [tests/test_types.py::test_resource_slot_rejects_non_numeric];
 - ``HostPortPair.parse`` accepts ``host:port`` and bracketed IPv6 literals, and
   ``parse(str(p)) == p`` [tests/test_types.py::test_host_port_pair_round_trip];
+- a host with a NUL or any other non-printable character is rejected
+  [tests/test_types.py::test_host_port_pair_rejects_control_characters];
 - a ``CIStrEnum`` member is found by its value in any letter case and keeps its canonical value
   [tests/test_types.py::test_ci_str_enum_lookup].
 
@@ -37,6 +55,8 @@ Limits:
 - ``str()`` and the short form round to two decimals at the chosen scale (``1.999 GiB`` prints
   as ``2 GiB``), as upstream does; only exact values round-trip
   [tests/test_types.py::test_binary_size_str_rounds];
+- sizes of ``10**30`` bytes or more, and slot values of ``10**30`` or more or with more than
+  30 decimal places, are refused (see :data:`QUANTITY_MAX_DIGITS`);
 - ``ResourceSlot`` is mutable (upstream code assigns slots), so it is not hashable
   [tests/test_types.py::test_resource_slot_is_mutable_mapping].
 """
@@ -60,6 +80,7 @@ from .exception import InvalidArgument
 
 __all__ = (
     "PID",
+    "QUANTITY_MAX_DIGITS",
     "REDIS_BGTASK_DB",
     "REDIS_CONTAINER_LOG",
     "REDIS_IMAGE_DB",
@@ -262,6 +283,43 @@ _REDIS_ROLE_DB: Final[Mapping[RedisRole, int]] = {
     RedisRole.BGTASK: REDIS_BGTASK_DB,
 }
 
+# --------------------------------------------------------------------------- limits
+
+QUANTITY_MAX_DIGITS: Final = 30
+"""Bounds of every size and slot value: magnitude below ``10**30`` (a ``BinarySize`` is below
+``10**30`` bytes, about 800,000 YiB), and a slot value has at most 30 decimal places. Any
+real resource fits; values beyond (``"1e70"``, ``"1e-99"``, a 5,000-digit size) raise
+``InvalidArgument`` instead of costing unbounded time and memory when printed or summed."""
+
+_QUANTITY_LIMIT: Final = 10**QUANTITY_MAX_DIGITS
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, cut to 60 characters (error text and data must stay small)."""
+    if isinstance(value, int) and abs(value).bit_length() > 128:
+        # repr() of a huge int is quadratic, and refused past 4300 digits.
+        return f"<an integer of {abs(value).bit_length()} bits>"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+
+
+def _decimal_in_range(value: Decimal) -> bool:
+    """A finite Decimal below 10**30 in magnitude, with no digit finer than 10**-30."""
+    if value.adjusted() >= QUANTITY_MAX_DIGITS:  # cheap: no digits are looked at
+        return False
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    return exponent >= -QUANTITY_MAX_DIGITS
+
+
+def _out_of_range(what: str, value: object) -> str:
+    return (
+        f"{what} {_short(value)} is out of range: finite values must be below "
+        f"10**{QUANTITY_MAX_DIGITS} in magnitude, with at most {QUANTITY_MAX_DIGITS} "
+        "decimal places"
+    )
+
+
 # --------------------------------------------------------------------------- BinarySize
 
 _SCALE_LETTERS: Final = "kmgtpezy"  # 2**10 ... 2**80
@@ -285,7 +343,9 @@ _UNIT_EXPONENT: Final[Mapping[str, int]] = _build_unit_table()
 
 def _quantize_scaled(value: int, exp: int) -> str:
     """``value / 1024**exp`` as plain text: exact if integral, else two decimals, trimmed."""
-    ctx = decimal.Context(prec=max(64, len(str(int(value))) + 8))
+    # bit_length / 3 bounds the decimal digits (log10(2) < 1/3) without str(int), which is
+    # quadratic and refused past 4300 digits.
+    ctx = decimal.Context(prec=max(64, value.bit_length() // 3 + 8))
     d = ctx.divide(Decimal(value), Decimal(1024**exp))
     if d == d.to_integral_value():
         return f"{d.quantize(Decimal(1), context=ctx):f}"
@@ -300,7 +360,11 @@ def _scale_of(value: int) -> int:
 
 
 class BinarySize(int):
-    """A byte count with a binary-unit parser (``"1.5g"``, ``"2 GiB"``) and formatter."""
+    """A byte count with a binary-unit parser (``"1.5g"``, ``"2 GiB"``) and formatter.
+
+    A size is in ``0 <= n < 10**30`` (see :data:`QUANTITY_MAX_DIGITS`); anything else raises
+    ``InvalidArgument``, whichever way it is made.
+    """
 
     INFINITY: Final = Decimal("Infinity")
 
@@ -308,7 +372,16 @@ class BinarySize(int):
         """Make a size from an integer, an integral Decimal/float, or a finite size string."""
         if isinstance(value, str):
             return super().__new__(cls, int(cls.finite_from_str(value)))
-        return super().__new__(cls, _integral(value, what="binary size"))
+        number = _integral(value, what="binary size")
+        if number < 0:
+            raise InvalidArgument(
+                f"binary size {value!r} is negative", data={"value": _short(value)}
+            )
+        if number >= _QUANTITY_LIMIT:
+            raise InvalidArgument(
+                _out_of_range("binary size", value), data={"value": _short(value)}
+            )
+        return super().__new__(cls, number)
 
     @classmethod
     def from_str(cls, expr: str | int | Decimal | float) -> BinarySize | Decimal:
@@ -333,10 +406,7 @@ class BinarySize(int):
 
     @classmethod
     def _from_number(cls, value: int | Decimal | float) -> BinarySize:
-        number = _integral(value, what="binary size")
-        if number < 0:
-            raise InvalidArgument(f"binary size {value!r} is negative", data={"value": value})
-        return cls(number)
+        return cls(value)
 
     @staticmethod
     def _parse(expr: str) -> int:
@@ -351,6 +421,8 @@ class BinarySize(int):
         digits = match["num"].replace("_", "")
         ctx = decimal.Context(prec=len(digits) + 32, traps=[decimal.Inexact])
         scaled = ctx.multiply(Decimal(digits), Decimal(1024**exp))
+        if scaled.adjusted() >= QUANTITY_MAX_DIGITS:  # before any int() of a huge number
+            raise InvalidArgument(_out_of_range("binary size", expr), data={"value": _short(expr)})
         if scaled != scaled.to_integral_value():
             raise InvalidArgument(
                 f"binary size {expr!r} means {scaled:f} bytes; fractional bytes are not allowed",
@@ -407,17 +479,25 @@ class BinarySize(int):
 
 
 def _integral(value: object, *, what: str) -> int:
-    """Exactly convert an int-like value, rejecting fractions, NaN and infinity."""
+    """Exactly convert an int-like value, rejecting fractions, NaN and infinity.
+
+    A value of 10**30 or more (:data:`QUANTITY_MAX_DIGITS`) raises ``InvalidArgument``
+    before any huge ``int`` is built.
+    """
     if isinstance(value, int):
+        if abs(value).bit_length() > 128:  # > 3.4e38: certainly out of range
+            raise InvalidArgument(_out_of_range(what, value), data={"value": _short(value)})
         return int(value)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")) or not value.is_integer():
             raise InvalidArgument(f"{what} {value!r} is not a whole number", data={"value": value})
         return int(value)
     if isinstance(value, Decimal):
+        if value.is_finite() and value.adjusted() >= QUANTITY_MAX_DIGITS:
+            raise InvalidArgument(_out_of_range(what, value), data={"value": _short(value)})
         if not value.is_finite() or value != value.to_integral_value():
             raise InvalidArgument(
-                f"{what} {value!r} is not a whole number", data={"value": str(value)}
+                f"{what} {_short(value)} is not a whole number", data={"value": _short(value)}
             )
         return int(value)
     raise InvalidArgument(
@@ -478,8 +558,14 @@ def parse_slot_name(name: str) -> SlotNameParts:
 
 Quantum: Final = Decimal("0.000")  # count slots keep three decimals, as upstream
 
-# ResourceSlot arithmetic: exact to 64 significant digits, errors raised instead of NaN.
-_EXACT = decimal.Context(prec=64, traps=[decimal.InvalidOperation, decimal.Overflow])
+# ResourceSlot arithmetic: exact to 64 significant digits (values within QUANTITY_MAX_DIGITS
+# need at most 61), errors raised instead of NaN, and a result that would need rounding raises
+# (Inexact) instead of silently differing from the exact one.
+_EXACT = decimal.Context(
+    prec=64, traps=[decimal.InvalidOperation, decimal.Overflow, decimal.Inexact]
+)
+# Rounding on purpose: count slots keep three decimals (Quantum), as upstream.
+_ROUNDING = decimal.Context(prec=64, traps=[decimal.InvalidOperation, decimal.Overflow])
 
 
 def _slot_key(key: object) -> str:
@@ -496,6 +582,11 @@ def _slot_value(key: str, value: object) -> Decimal:
     if isinstance(value, Decimal):
         result = value
     elif isinstance(value, int) and not isinstance(value, bool):
+        if abs(value).bit_length() > 128:  # > 3.4e38: out of range, never converted
+            raise InvalidArgument(
+                f"slot {key!r}: " + _out_of_range("value", value),
+                data={"slot": key, "value": _short(value)},
+            )
         result = Decimal(int(value))
     elif isinstance(value, float):
         result = Decimal(repr(value))
@@ -506,10 +597,24 @@ def _slot_value(key: str, value: object) -> Decimal:
             result = None
     if result is None or result.is_nan():
         raise InvalidArgument(
-            f"slot {key!r}: value {value!r} is not a number",
-            data={"slot": key, "value": repr(value)},
+            f"slot {key!r}: value {_short(value)} is not a number",
+            data={"slot": key, "value": _short(value)},
+        )
+    if result.is_finite() and not _decimal_in_range(result):
+        raise InvalidArgument(
+            f"slot {key!r}: " + _out_of_range("value", value),
+            data={"slot": key, "value": _short(value)},
         )
     return result
+
+
+def _exact_short_size(value: int) -> str:
+    """The short size form that reads back as exactly ``value`` (``"1.5g"``, ``"8888"``)."""
+    sign, magnitude = ("-", -value) if value < 0 else ("", value)
+    for exp in range(_scale_of(magnitude), 0, -1):
+        if (magnitude * 100) % 1024**exp == 0:  # exact to two decimals at this unit
+            return f"{sign}{_quantize_scaled(magnitude, exp)}{_SCALE_LETTERS[exp - 1]}"
+    return f"{sign}{magnitude}"
 
 
 def _plain(value: Decimal) -> str:
@@ -569,7 +674,8 @@ class ResourceSlot(MutableMapping[str, Decimal]):
         return self._data
 
     def __setstate__(self, state: dict[str, Decimal]) -> None:
-        self._data = dict(state)
+        self._data = {}
+        self.update(state)  # validated like any other input
 
     # arithmetic -------------------------------------------------------------------------
     @classmethod
@@ -585,12 +691,24 @@ class ResourceSlot(MutableMapping[str, Decimal]):
         for key in self._data.keys() | other._data.keys():
             a, b = self._data.get(key, Decimal(0)), other._data.get(key, Decimal(0))
             try:
-                result._data[key] = _EXACT.add(a, b) if op == "+" else _EXACT.subtract(a, b)
+                value = _EXACT.add(a, b) if op == "+" else _EXACT.subtract(a, b)
+            except decimal.Inexact as exc:
+                raise InvalidArgument(
+                    f"slot {key!r}: {_plain(a)} {op} {_plain(b)} cannot be computed exactly",
+                    data={"slot": key},
+                ) from exc
             except decimal.DecimalException as exc:
                 raise InvalidArgument(
                     f"slot {key!r}: {_plain(a)} {op} {_plain(b)} is undefined",
                     data={"slot": key},
                 ) from exc
+            if value.is_finite() and not _decimal_in_range(value):
+                raise InvalidArgument(
+                    f"slot {key!r}: {_plain(a)} {op} {_plain(b)} is out of range "
+                    f"(magnitude 10**{QUANTITY_MAX_DIGITS} or more)",
+                    data={"slot": key},
+                )
+            result._data[key] = value
         return result
 
     def __add__(self, other: object) -> ResourceSlot:
@@ -723,13 +841,24 @@ class ResourceSlot(MutableMapping[str, Decimal]):
                 )
             return number
         if number.is_finite():
-            number = number.quantize(Quantum, context=_EXACT).normalize(_EXACT)
+            try:
+                number = number.quantize(Quantum, context=_ROUNDING).normalize(_EXACT)
+            except decimal.DecimalException as exc:  # not expected within the range
+                raise InvalidArgument(
+                    f"slot {name!r}: value {_short(value)} cannot be rounded to {Quantum}",
+                    data={"slot": name, "value": _short(value)},
+                ) from exc
         return number
 
     def to_humanized(
         self, slot_types: Mapping[str, SlotTypes | str] | None = None
     ) -> dict[str, str]:
-        """Human-readable values: byte slots in the short size form (``"4g"``), others plain."""
+        """Human-readable values: byte slots in the short size form (``"4g"``), others plain.
+
+        A byte value uses the largest unit that shows it exactly (two decimals at most), else
+        plain bytes (``8888``, not ``"8.68k"``), so ``from_user_input`` reads every
+        non-negative value back unchanged.
+        """
         result = {}
         for key, value in self._data.items():
             slot_type = self._type_of(key, slot_types)
@@ -738,7 +867,7 @@ class ResourceSlot(MutableMapping[str, Decimal]):
                 and value.is_finite()
                 and value == value.to_integral_value()
             ):
-                result[key] = format(BinarySize(int(value)), "s")
+                result[key] = _exact_short_size(int(value))
             elif value.is_finite():
                 result[key] = _plain(value.normalize(_EXACT))
             else:
@@ -911,6 +1040,10 @@ def _check_host(host: object) -> str:
     if not isinstance(host, str):
         raise InvalidArgument(f"host {host!r} must be a string", data={"host": repr(host)})
     name = host.strip()
+    if not name.isprintable():  # NUL, other control characters, line separators
+        raise InvalidArgument(
+            f"host {host!r} contains a control or non-printable character", data={"host": host}
+        )
     bracketed = name.startswith("[") and name.endswith("]")
     if bracketed:
         name = name[1:-1]

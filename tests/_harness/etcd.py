@@ -3,7 +3,10 @@
 Guarantees: each member has its own client and peer ports and data directory, binds 127.0.0.1
 only, and reports healthy (``/health`` answers ``true``, which needs a leader) when a start
 returns. A stop sends SIGTERM, then SIGKILL after a grace period: members that lost quorum may
-ignore SIGTERM.
+ignore SIGTERM. Each member's etcd name carries a random token, and a start checks that the
+member answering on the port has that name: if another process holds the port, the start
+retries on new ports, or fails with `HarnessError`, and never hands out (or lets a test wipe)
+a stranger's etcd [harness/test_etcd.py::test_start_never_adopts_a_foreign_member].
 Limits: the methods block the calling thread. The state checks use etcd's JSON gateway
 (``/v3/...``), so they need no client library.
 """
@@ -32,7 +35,7 @@ from .process import (
     remove_workdir,
     wait_until,
 )
-from .redis import AddressInUseError, parse_addr
+from .redis import AddressInUseError, ForeignServerError, parse_addr
 
 ETCD_ADDR_ENV = "BACKEND_ETCD_ADDR"
 """Environment variable naming an existing etcd (``host:port``) to use instead of our own."""
@@ -59,11 +62,14 @@ class EtcdServer:
         name: str = "external",
         peer_port: int | None = None,
         process: ManagedProcess | None = None,
+        member_name: str | None = None,
     ) -> None:
         """Wrap a member address; ``process`` is None for an external server."""
         self.host = host
         self.port = port
         self.name = name
+        self.member_name = member_name if member_name is not None else name
+        """The member's name inside etcd (``--name``): ``name`` plus a random token."""
         self._peer_port = peer_port
         self.process = process
 
@@ -173,6 +179,25 @@ class EtcdServer:
         """The member's raft id, as the decimal string the JSON gateway uses."""
         return str(self.status()["header"]["member_id"])
 
+    def answering_member_name(self) -> str:
+        """The etcd name of the member that answers on our client port."""
+        member_id = str(self.status()["header"]["member_id"])
+        for member in self.call("/v3/cluster/member/list", {}).get("members", []):
+            if str(member.get("ID")) == member_id:
+                return str(member.get("name", ""))
+        return ""
+
+    def check_identity(self) -> None:
+        """Raise `ForeignServerError` if the member on our port is not the one we started."""
+        if self.process is None:
+            return  # an external server: nothing to compare with
+        found = self.answering_member_name()
+        if found != self.member_name:
+            raise ForeignServerError(
+                f"port {self.port} is answered by etcd member {found!r}, not by our "
+                f"{self.member_name!r}: another process holds the port"
+            )
+
     def delete_all_keys(self) -> None:
         """Delete every key (the whole keyspace)."""
         self.call("/v3/kv/deleterange", {"key": _b64(b"\0"), "range_end": _b64(b"\0")})
@@ -200,7 +225,11 @@ def _wait_healthy(members: Sequence[EtcdServer], timeout: float) -> None:
     def ready() -> bool:
         for member in members:
             member.check_alive()
-        return all(member.healthy() for member in members)
+        if not all(member.healthy() for member in members):
+            return False
+        for member in members:
+            member.check_identity()
+        return True
 
     wait_until(
         ready,
@@ -219,15 +248,19 @@ def _etcd_binary() -> str:
 
 def _describe_members(names: Sequence[str]) -> list[EtcdServer]:
     """Pick ports and directories for members that form one new cluster."""
-    token = f"bai-harness-{uuid.uuid4().hex[:12]}"
+    suffix = uuid.uuid4().hex[:12]
+    token = f"bai-harness-{suffix}"
     ports = {name: (free_port(), free_port()) for name in names}
-    initial = ",".join(f"{n}=http://{LOOPBACK}:{peer}" for n, (_, peer) in ports.items())
+    member_names = {name: f"{name}-{suffix}" for name in names}
+    initial = ",".join(
+        f"{member_names[n]}=http://{LOOPBACK}:{peer}" for n, (_, peer) in ports.items()
+    )
     members = []
     for name, (client, peer) in ports.items():
         workdir = make_workdir(f"etcd-{name}")
         argv = [
             _etcd_binary(),
-            f"--name={name}",
+            f"--name={member_names[name]}",
             f"--data-dir={workdir / 'data'}",
             f"--listen-client-urls=http://{LOOPBACK}:{client}",
             f"--advertise-client-urls=http://{LOOPBACK}:{client}",
@@ -240,7 +273,16 @@ def _describe_members(names: Sequence[str]) -> list[EtcdServer]:
             "--log-outputs=stderr",
         ]
         process = ManagedProcess(f"etcd-{name}", argv, workdir)
-        members.append(EtcdServer(LOOPBACK, client, name=name, peer_port=peer, process=process))
+        members.append(
+            EtcdServer(
+                LOOPBACK,
+                client,
+                name=name,
+                peer_port=peer,
+                process=process,
+                member_name=member_names[name],
+            )
+        )
     return members
 
 

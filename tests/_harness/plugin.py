@@ -2,9 +2,15 @@
 
 Fixtures: ``redis_server`` (session), ``redis_url``, ``redis_server_factory``, ``redis_sentinel``,
 ``etcd_server`` (session), ``etcd_endpoint``, ``etcd_cluster``. ``BACKEND_REDIS_ADDR`` and
-``BACKEND_ETCD_ADDR`` (``host:port``) replace the session servers with existing ones.
+``BACKEND_ETCD_ADDR`` (``host:port``) replace the session servers with existing ones. The tests
+wipe the server before each test that uses ``redis_url`` (``FLUSHALL``: every database) or
+``etcd_endpoint`` (every key), so an external server is wiped only when
+``BACKEND_TEST_ALLOW_FLUSH=1`` says that is fine; otherwise those fixtures fail with a message
+saying so.
 
 Guarantees:
+- an external server (``BACKEND_REDIS_ADDR``/``BACKEND_ETCD_ADDR``) is never wiped without
+  ``BACKEND_TEST_ALLOW_FLUSH=1`` [harness/test_plugin.py::test_external_servers_need_flush_opt_in];
 - a test using a ``redis_*``/``etcd_*`` fixture gets the ``redis``/``sentinel``/``etcd`` marker,
   so ``-m "not redis"`` starts no server [harness/test_plugin.py::test_fixtures_mark_their_tests,
   ::test_deselected_server_tests_start_no_server];
@@ -19,6 +25,7 @@ close in their teardown are not leaks.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -29,13 +36,14 @@ import pytest
 from pytest_asyncio import is_async_test
 
 from .etcd import (
+    ETCD_ADDR_ENV,
     EtcdCluster,
     EtcdServer,
     etcd_server_from_env,
     start_etcd_cluster,
     start_etcd_server,
 )
-from .redis import RedisServer, redis_server_from_env, start_redis_server
+from .redis import REDIS_ADDR_ENV, RedisServer, redis_server_from_env, start_redis_server
 from .sentinel import RedisSentinelSet, start_sentinel_set
 
 FIXTURE_MARKS: dict[str, tuple[str, ...]] = {
@@ -53,6 +61,22 @@ STARTUP_TIMES: list[tuple[str, float]] = []
 """``(what, seconds)`` for each server start of this session, printed in the summary."""
 
 _SETTLE_ROUNDS = 3
+
+ALLOW_FLUSH_ENV = "BACKEND_TEST_ALLOW_FLUSH"
+"""Set to ``1`` to let the tests wipe the external servers ``BACKEND_*_ADDR`` name."""
+
+
+def ensure_wipe_allowed(external: bool, variable: str, address: str, wipe: str) -> None:
+    """Fail the test unless wiping the server is fine: ours always, an external one only with
+    ``BACKEND_TEST_ALLOW_FLUSH=1``."""
+    if not external or os.environ.get(ALLOW_FLUSH_ENV) == "1":
+        return
+    pytest.fail(
+        f"{variable}={address} is an external server, and this test would {wipe} on it first; "
+        f"set {ALLOW_FLUSH_ENV}=1 if that server may be wiped, or unset {variable} to let the "
+        "tests start their own",
+        pytrace=False,
+    )
 
 
 class RedisServerFactory(Protocol):
@@ -122,7 +146,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    """URL of the session's Redis, emptied by FLUSHALL (and restarted if a test stopped it)."""
+    """URL of the session's Redis, emptied by FLUSHALL (and restarted if a test stopped it).
+
+    On an external server (``BACKEND_REDIS_ADDR``) the FLUSHALL, which empties every database,
+    needs ``BACKEND_TEST_ALLOW_FLUSH=1``; without it the test fails and nothing is deleted.
+    """
+    ensure_wipe_allowed(
+        redis_server.external, REDIS_ADDR_ENV, f"{redis_server.host}:{redis_server.port}",
+        "run FLUSHALL (deleting every key of every database)",
+    )  # fmt: skip
     if not redis_server.external and not redis_server.is_running():
         redis_server.start()
     redis_server.command("FLUSHALL")
@@ -175,7 +207,15 @@ def etcd_server() -> Iterator[EtcdServer]:
 
 @pytest.fixture
 def etcd_endpoint(etcd_server: EtcdServer) -> str:
-    """``host:port`` of the session's etcd with every key deleted (restarted if it was stopped)."""
+    """``host:port`` of the session's etcd with every key deleted (restarted if it was stopped).
+
+    On an external server (``BACKEND_ETCD_ADDR``) deleting every key needs
+    ``BACKEND_TEST_ALLOW_FLUSH=1``; without it the test fails and nothing is deleted.
+    """
+    ensure_wipe_allowed(
+        etcd_server.external, ETCD_ADDR_ENV, etcd_server.endpoint,
+        "delete every key (the whole keyspace)",
+    )  # fmt: skip
     if not etcd_server.external and not etcd_server.is_running():
         etcd_server.start()
     etcd_server.delete_all_keys()
@@ -246,9 +286,11 @@ def _no_task_outlives_test(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 __all__: tuple[str, ...] = (
+    "ALLOW_FLUSH_ENV",
     "FIXTURE_MARKS",
     "STARTUP_TIMES",
     "RedisServerFactory",
+    "ensure_wipe_allowed",
     "etcd_cluster",
     "etcd_endpoint",
     "etcd_server",

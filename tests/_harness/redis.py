@@ -2,6 +2,10 @@
 
 Guarantees: each server has its own port and directory, persists nothing (``save ""``,
 ``appendonly no``), binds 127.0.0.1 only, and is ready (answers PING) when a start returns.
+A start verifies that the server answering on the port is ours (``INFO server`` reports our
+process id): if another process holds the port, the start retries on a new port, or fails with
+`HarnessError`, and never hands out (or lets a test FLUSHALL) a stranger's server
+[harness/test_redis.py::test_start_never_adopts_a_foreign_server].
 Limits: the methods block the calling thread; from async code call them through
 ``asyncio.to_thread`` when other tasks must keep running meanwhile.
 """
@@ -43,6 +47,10 @@ ConfigBuilder = Callable[[int, Path], list[str]]
 
 class AddressInUseError(HarnessError):
     """The port picked for a server was taken by another process before the server bound it."""
+
+
+class ForeignServerError(AddressInUseError):
+    """Something answers on our server's port, but it is not the process we started."""
 
 
 def parse_addr(value: str, variable: str) -> tuple[str, int]:
@@ -184,8 +192,26 @@ class RedisServer:
         """The first field of ROLE: ``master``, ``slave`` or ``sentinel``."""
         return str(self.command("ROLE")[0])
 
+    def server_pid(self, timeout: float = 1.0) -> int:
+        """The process id the server on our port reports (``INFO server``)."""
+        info = self.command("INFO", "server", timeout=timeout)
+        return int(info["process_id"])
+
+    def check_identity(self) -> None:
+        """Raise `ForeignServerError` if the server on our port is not our process."""
+        process = self.process
+        if process is None:
+            return  # an external server: nothing to compare with
+        reported = self.server_pid()
+        if reported != process.pid:
+            raise ForeignServerError(
+                f"port {self.port} is answered by a server with pid {reported}, not by our "
+                f"{process.name} (pid {process.pid}): another process holds the port"
+            )
+
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        """Wait until the server answers PING; fail fast with its log if the process exits."""
+        """Wait until our server answers PING; fail fast with its log if the process exits,
+        and with `ForeignServerError` if another process answers on the port."""
         process = self.process
 
         def answered() -> bool:
@@ -193,7 +219,10 @@ class RedisServer:
                 if "Address already in use" in process.log_since_start():
                     raise AddressInUseError(str(process.failure(f"port {self.port} is taken")))
                 raise process.failure("exited during start-up")
-            return bool(self.command("PING", timeout=1.0))
+            if not self.command("PING", timeout=1.0):
+                return False
+            self.check_identity()
+            return True
 
         wait_until(
             answered,
@@ -283,6 +312,7 @@ __all__ = (
     "REDIS_ADDR_ENV",
     "START_TIMEOUT",
     "AddressInUseError",
+    "ForeignServerError",
     "RedisServer",
     "launch",
     "parse_addr",

@@ -15,6 +15,7 @@ from tests._harness import (
     ExternalServerError,
     HarnessError,
     etcd_server_from_env,
+    free_port,
 )
 from tests._harness import etcd as harness_etcd
 
@@ -141,6 +142,7 @@ def test_session_fixture_honours_backend_etcd_addr(
     inner_pytester: pytest.Pytester, etcd_server: EtcdServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BACKEND_ETCD_ADDR", etcd_server.endpoint)
+    monkeypatch.setenv("BACKEND_TEST_ALLOW_FLUSH", "1")
     inner_pytester.makepyfile(
         f"""
         def test_external(etcd_server, etcd_endpoint):
@@ -167,3 +169,35 @@ def test_a_member_that_cannot_start_fails_the_cluster_fast_with_its_log() -> Non
     message = str(excinfo.value)
     assert "etcd-broken: exited during start-up" in message
     assert "no-such-flag" in message  # etcd's own complaint, from its log
+
+
+def test_start_never_adopts_a_foreign_member(
+    etcd_server: EtcdServer, etcd_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stranger's etcd on the client port we picked is noticed (its member name is not
+    ours), and the start retries on new ports instead of handing it out."""
+    etcd_server.call("/v3/kv/put", {"key": "b3duZXI=", "value": "Zm9yZWlnbg=="})  # owner=foreign
+    ports = iter([etcd_server.port])
+    monkeypatch.setattr(harness_etcd, "free_port", lambda: next(ports, free_port()))
+    ours = harness_etcd.start_etcd_server()
+    try:
+        assert ours.port != etcd_server.port
+        assert ours.answering_member_name() == ours.member_name
+        assert ours.member_name.startswith("single-")
+    finally:
+        ours.destroy(grace=1.0)
+    reply = etcd_server.call("/v3/kv/range", {"key": "b3duZXI="})
+    assert reply["kvs"][0]["value"] == "Zm9yZWlnbg=="
+
+
+def test_identity_check_names_the_foreign_member(etcd_server: EtcdServer) -> None:
+    impostor = harness_etcd.EtcdServer(
+        etcd_server.host,
+        etcd_server.port,
+        name="ours",
+        member_name="ours-0123456789ab",
+        process=etcd_server.process,
+    )
+    with pytest.raises(HarnessError, match="not by our 'ours-0123456789ab'"):
+        impostor.check_identity()
+    etcd_server.check_identity()  # the real owner passes

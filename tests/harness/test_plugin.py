@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests._harness import EtcdServer
+from tests._harness.plugin import ALLOW_FLUSH_ENV, RedisServerFactory
+
 FIXTURE_MARKS_USED = {"redis", "sentinel", "etcd"}
 
 LEAKY = """
@@ -151,3 +154,41 @@ def test_deselected_server_tests_start_no_server(inner_pytester: pytest.Pytester
     finally:
         plugin.STARTUP_TIMES[:] = saved
     result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_external_servers_need_flush_opt_in(
+    inner_pytester: pytest.Pytester,
+    redis_server_factory: RedisServerFactory,
+    etcd_server: EtcdServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    redis = redis_server_factory(name="external")
+    redis.command("SET", "precious", "1")
+    etcd_server.call("/v3/kv/put", {"key": "cHJlY2lvdXM=", "value": "MQ=="})  # precious=1
+    monkeypatch.setenv("BACKEND_REDIS_ADDR", f"127.0.0.1:{redis.port}")
+    monkeypatch.setenv("BACKEND_ETCD_ADDR", etcd_server.endpoint)
+    monkeypatch.delenv(ALLOW_FLUSH_ENV, raising=False)
+    inner_pytester.makepyfile(
+        """
+        def test_redis(redis_url):
+            pass
+
+        def test_etcd(etcd_endpoint):
+            pass
+        """
+    )
+    refused = inner_pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    refused.assert_outcomes(errors=2)
+    refused.stdout.fnmatch_lines(
+        [
+            "*BACKEND_REDIS_ADDR=127.0.0.1:*external server*FLUSHALL*BACKEND_TEST_ALLOW_FLUSH=1*",
+            "*BACKEND_ETCD_ADDR=127.0.0.1:*external server*every key*BACKEND_TEST_ALLOW_FLUSH=1*",
+        ]
+    )
+    assert redis.command("GET", "precious") == "1"
+    assert etcd_server.call("/v3/kv/range", {"key": "cHJlY2lvdXM="}).get("count") == "1"
+
+    monkeypatch.setenv(ALLOW_FLUSH_ENV, "1")
+    inner_pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    assert redis.command("GET", "precious") is None
+    assert "kvs" not in etcd_server.call("/v3/kv/range", {"key": "cHJlY2lvdXM="})

@@ -170,6 +170,7 @@ def test_session_fixtures_honour_backend_redis_addr(
 ) -> None:
     target = redis_server_factory()
     monkeypatch.setenv("BACKEND_REDIS_ADDR", f"127.0.0.1:{target.port}")
+    monkeypatch.setenv("BACKEND_TEST_ALLOW_FLUSH", "1")
     target.command("SET", "left-over", "1")
     inner_pytester.makepyfile(
         f"""
@@ -204,3 +205,46 @@ def test_a_taken_port_is_retried_with_another(monkeypatch: pytest.MonkeyPatch) -
             assert "Address already in use" in server.process.log_path.read_text()
         finally:
             server.destroy()
+
+
+def test_start_never_adopts_a_foreign_server(
+    redis_server_factory: RedisServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port probe races other processes: if a stranger's Redis answers on the port we
+    picked, the start must notice (our process failed to bind) instead of handing it out."""
+    foreign = redis_server_factory(name="foreign")
+    foreign.command("SET", "owner", "foreign-session")
+    ports = iter([foreign.port])
+    monkeypatch.setattr(harness_redis, "free_port", lambda: next(ports, free_port()))
+    ours = harness_redis.start_redis_server(name="ours")
+    try:
+        assert ours.port != foreign.port
+        assert ours.server_pid() == ours.pid != foreign.pid
+        assert ours.command("GET", "owner") is None
+    finally:
+        ours.destroy()
+    assert foreign.command("GET", "owner") == "foreign-session"
+
+
+def test_start_fails_rather_than_adopt_a_foreign_server(
+    redis_server_factory: RedisServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    foreign = redis_server_factory(name="foreign")
+    monkeypatch.setattr(harness_redis, "free_port", lambda: foreign.port)
+    with pytest.raises(HarnessError, match=f"port {foreign.port} is answered by a server"):
+        harness_redis.start_redis_server(name="ours")
+    assert foreign.server_pid() == foreign.pid
+
+
+def test_restart_refuses_a_server_that_took_the_port(
+    redis_server_factory: RedisServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours = redis_server_factory(name="ours")
+    ours.kill()
+    monkeypatch.setattr(harness_redis, "free_port", lambda: ours.port)
+    squatter = harness_redis.start_redis_server(name="squatter")
+    try:
+        with pytest.raises(harness_redis.ForeignServerError):
+            ours.start()
+    finally:
+        squatter.destroy()

@@ -7,7 +7,13 @@ import inspect
 
 import pytest
 
-from ai.backend.common.aio import ErrorTable, TaskOwner, TaskOwnerStopped, map_errors
+from ai.backend.common.aio import (
+    ErrorTable,
+    TaskOwner,
+    TaskOwnerAlreadyStarted,
+    TaskOwnerStopped,
+    map_errors,
+)
 from ai.backend.common.exception import BackendAIError, ServiceUnavailable
 
 
@@ -107,6 +113,81 @@ async def test_spawn_after_a_failure_raises() -> None:
         owner.spawn(work(), "after-failure")
     with pytest.raises(ExceptionGroup):
         await owner.stop()
+
+
+async def _slow_to_cancel(release: asyncio.Event, cancelling: asyncio.Event) -> None:
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        cancelling.set()
+        await release.wait()  # e.g. a final flush on close
+        raise
+
+
+async def _idle() -> None:
+    await asyncio.Event().wait()
+
+
+async def test_spawn_while_siblings_are_cancelling_raises_stopped() -> None:
+    owner = TaskOwner("res")
+    await owner.start()
+    release, cancelling = asyncio.Event(), asyncio.Event()
+
+    async def boom() -> None:
+        raise RuntimeError("loop bug")
+
+    owner.spawn(_slow_to_cancel(release, cancelling), "flusher")
+    failed = owner.spawn(boom(), "worker")
+    await cancelling.wait()  # the failure happened; the group is aborting, not finished
+    assert failed.done()
+    assert not owner.running
+    late = _idle()
+    with pytest.raises(TaskOwnerStopped):
+        owner.spawn(late, "heartbeat")
+    assert inspect.getcoroutinestate(late) == inspect.CORO_CLOSED
+    release.set()
+    with pytest.raises(ExceptionGroup) as info:
+        await owner.stop()
+    assert info.group_contains(RuntimeError, match="loop bug")
+
+
+async def test_spawn_into_a_cancelled_group_raises_stopped() -> None:
+    owner = TaskOwner("res")
+    await owner.start()
+    release, cancelling = asyncio.Event(), asyncio.Event()
+    owner.spawn(_slow_to_cancel(release, cancelling), "flusher")
+    (runner,) = [t for t in asyncio.all_tasks() if t.get_name() == "res-tasks"]
+    runner.cancel()  # e.g. the loop shutting down: the group aborts by itself
+    await cancelling.wait()
+    late = _idle()
+    with pytest.raises(TaskOwnerStopped) as info:
+        owner.spawn(late, "heartbeat")
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert inspect.getcoroutinestate(late) == inspect.CORO_CLOSED
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await owner.stop()
+    assert runner.cancelled()
+
+
+async def test_start_twice_raises() -> None:
+    owner = TaskOwner("res")
+    await owner.start()
+    first = owner.spawn(_idle(), "first")
+    with pytest.raises(TaskOwnerAlreadyStarted) as info:
+        await owner.start()
+    assert isinstance(info.value, BackendAIError)
+    assert isinstance(info.value, RuntimeError)
+    assert info.value.data == {"owner": "res"}
+    assert owner.running
+    second = owner.spawn(_idle(), "second")
+    await owner.stop()
+    assert first.cancelled()
+    assert second.cancelled()
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("res-")] == []
+    with pytest.raises(TaskOwnerAlreadyStarted):
+        await owner.start()  # no restart after stop()
+    assert not owner.running
 
 
 class _Unavailable(ServiceUnavailable):

@@ -13,9 +13,15 @@ Guarantees:
 - a task's unexpected failure ends the group and is raised from ``stop()`` (as the
   ``ExceptionGroup`` of ``asyncio.TaskGroup``), never only logged
   [tests/test_aio.py::test_a_failure_is_raised_from_stop];
-- spawning before ``start()`` or after ``stop()`` raises :class:`TaskOwnerStopped` and closes
-  the coroutine, so nothing runs unowned
-  [tests/test_aio.py::test_spawn_after_stop_raises];
+- spawning before ``start()``, after ``stop()``, or once a task failed (even while its
+  siblings are still being cancelled) raises :class:`TaskOwnerStopped` and closes the
+  coroutine, so nothing runs unowned
+  [tests/test_aio.py::test_spawn_after_stop_raises]
+  [tests/test_aio.py::test_spawn_while_siblings_are_cancelling_raises_stopped]
+  [tests/test_aio.py::test_spawn_into_a_cancelled_group_raises_stopped];
+- an owner starts once: a second ``start()`` raises :class:`TaskOwnerAlreadyStarted` and
+  leaves the running group as it was, so no runner is orphaned
+  [tests/test_aio.py::test_start_twice_raises];
 - ``map_errors`` raises the first matching error of its table, in table order, chained to the
   native one; other exceptions (``CancelledError`` included) pass unchanged
   [tests/test_aio.py::test_map_errors_first_match_in_order].
@@ -34,7 +40,7 @@ from typing import Any, TypeAlias
 
 from .exception import PROBLEM_BASE_URI, BackendAIError, ErrorDetail, ErrorOperation
 
-__all__ = ("ErrorTable", "TaskOwner", "TaskOwnerStopped", "map_errors")
+__all__ = ("ErrorTable", "TaskOwner", "TaskOwnerAlreadyStarted", "TaskOwnerStopped", "map_errors")
 
 ErrorTable: TypeAlias = Mapping[
     type[BaseException] | tuple[type[BaseException], ...], type[BackendAIError]
@@ -67,6 +73,15 @@ class TaskOwnerStopped(BackendAIError, RuntimeError):
     error_detail = ErrorDetail.CANCELED
 
 
+class TaskOwnerAlreadyStarted(BackendAIError, RuntimeError):
+    """``start()`` called on a :class:`TaskOwner` that was started before (owners start once)."""
+
+    error_type = PROBLEM_BASE_URI + "task-owner-already-started"
+    error_title = "Background tasks were already started."
+    error_operation = ErrorOperation.EXECUTE
+    error_detail = ErrorDetail.CONFLICT
+
+
 class TaskOwner:
     """Runs background loops in one ``asyncio.TaskGroup``; a loop's failure surfaces in stop()."""
 
@@ -76,15 +91,28 @@ class TaskOwner:
         self._runner: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._failed = False
 
     @property
     def running(self) -> bool:
         """Whether the group is started, not stopped, and no task of it failed."""
         runner = self._runner
-        return runner is not None and not runner.done() and not self._stop.is_set()
+        return (
+            runner is not None
+            and not runner.done()
+            and not self._stop.is_set()
+            and not self._failed
+        )
 
     async def start(self) -> None:
-        """Start the group (returns once tasks can be spawned)."""
+        """Start the group (returns once tasks can be spawned); a second call raises."""
+        if self._started:
+            raise TaskOwnerAlreadyStarted(
+                f"{self._name}: background tasks were already started (an owner starts once)",
+                data={"owner": self._name},
+            )
+        self._started = True
         ready = asyncio.Event()
         self._runner = asyncio.create_task(self._run(ready), name=f"{self._name}-tasks")
         await ready.wait()
@@ -101,14 +129,29 @@ class TaskOwner:
         """Run ``coro`` in the group as the task ``<owner name>-<name>``."""
         if self._tg is None or not self.running:
             coro.close()
-            raise TaskOwnerStopped(
-                f"{self._name}: background tasks are not running (cannot spawn {name!r})",
-                data={"owner": self._name, "task": name},
-            )
-        task = self._tg.create_task(coro, name=f"{self._name}-{name}")
+            raise self._stopped(name)
+        try:
+            task = self._tg.create_task(coro, name=f"{self._name}-{name}")
+        except RuntimeError as exc:
+            # The group is shutting down on its own (its runner was cancelled): same as stopped.
+            coro.close()
+            raise self._stopped(name) from exc
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _stopped(self, name: str) -> TaskOwnerStopped:
+        return TaskOwnerStopped(
+            f"{self._name}: background tasks are not running (cannot spawn {name!r})",
+            data={"owner": self._name, "task": name},
+        )
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The group is aborting (siblings may take a while to finish cancelling): no spawn
+            # may enter it, and running is False from now on.
+            self._failed = True
 
     async def stop(self) -> None:
         """Cancel every task and wait for them; re-raises a loop's unexpected failure.

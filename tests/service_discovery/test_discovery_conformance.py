@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from ai.backend.common.exception import ObjectNotFound
 from ai.backend.common.service_discovery import (
     AbstractServiceDiscovery,
     RecordsRestored,
     ServiceDiscoveryClosed,
+    ServiceMetadata,
     ServiceNotFound,
 )
 from tests._helpers import until
@@ -192,3 +195,41 @@ async def test_group_lookup_is_exact(sd: AbstractServiceDiscovery) -> None:
     assert await sd.get_service_group("model") == [model]
     assert await sd.get_service_group("model.v2") == [v2]
     assert [r.service_group for r in await sd.discover()] == ["model", "model.v2", "modelx"]
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("service_group", {"service_group": "ml/inference"}),
+        ("service_group", {"service_group": ""}),
+        ("labels", {"labels": {"": "x"}}),
+    ],
+)
+async def test_names_that_break_keys_are_refused(
+    sd: AbstractServiceDiscovery, field: str, bad: dict[str, Any]
+) -> None:
+    good = make_record("agent").to_dict()
+    with pytest.raises(ValidationError) as info:
+        ServiceMetadata.model_validate({**good, **bad})
+    assert info.value.errors()[0]["loc"] == (field,)
+    assert field in str(info.value)
+    group = bad.get("service_group", "agent")
+    # Such a group cannot hold a record: looking it up finds nothing, deleting deletes nothing.
+    await sd.register(make_record("ml"))
+    assert await sd.get_service_group(group) == []
+    with pytest.raises(ServiceNotFound):
+        await sd.get_service(group, uuid.uuid4())
+    await sd.deregister(group, uuid.uuid4())
+    assert [r.service_group for r in await sd.discover()] == ["ml"]
+
+
+async def test_unusual_group_names_round_trip(sd: AbstractServiceDiscovery) -> None:
+    names = ["model.v2", "with space", "50%", "a%2Fb", "x:y", "glob*?[z]", "ünï", ".", ".."]
+    records = {name: make_record(name, labels={"a/b": "1", "%": "2"}) for name in names}
+    for record in records.values():
+        await sd.register(record)
+    for name, record in records.items():
+        assert await sd.get_service_group(name) == [record], name
+        assert await sd.get_service(name, record.id) == record
+    assert {r.service_group for r in await sd.discover()} == set(names)
+    assert sd.statistics().malformed == 0

@@ -23,7 +23,12 @@ Guarantees:
   cache's watch
   [tests/service_discovery/test_proof.py::test_etcd_leader_kill_keeps_discovery_working];
 - lookups through the cache do not touch etcd
-  [tests/service_discovery/test_cache.py::test_lookups_do_not_touch_etcd].
+  [tests/service_discovery/test_cache.py::test_lookups_do_not_touch_etcd];
+- names that would break a backend's keys (an empty group, a group with ``/``, an empty label
+  name) are refused when the record is built, the same on every backend, and any other group
+  name round-trips
+  [tests/service_discovery/test_discovery_conformance.py::test_names_that_break_keys_are_refused]
+  [tests/service_discovery/test_discovery_conformance.py::test_unusual_group_names_round_trip].
 
 Limits:
 - health is the heartbeat age: a record whose service stopped heartbeating but whose process
@@ -59,6 +64,7 @@ from .types import (
     ServiceKey,
     ServiceMetadata,
     WallClock,
+    group_name_problem,
 )
 
 ServiceDiscovery = AbstractServiceDiscovery
@@ -91,6 +97,7 @@ __all__ = (
     "ServiceNotFound",
     "ServiceRegistrar",
     "WallClock",
+    "group_name_problem",
     "make_prometheus_sd_handler",
     "prometheus_label_name",
     "prometheus_sd_targets",

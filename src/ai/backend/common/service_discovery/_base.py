@@ -20,6 +20,7 @@ from .types import (
     ServiceKey,
     ServiceMetadata,
     WallClock,
+    group_name_problem,
 )
 
 __all__ = ("RecordKeeper", "sort_records")
@@ -108,6 +109,8 @@ class RecordKeeper(AbstractServiceDiscovery):
         """Delete a record; a missing one is not an error."""
         self._check_open()
         key = (service_group, service_id)
+        if group_name_problem(service_group) is not None:
+            return  # no record can have that group: nothing to delete
         async with self._lock:
             await self._delete(key)
             self._owned.pop(key, None)
@@ -127,12 +130,16 @@ class RecordKeeper(AbstractServiceDiscovery):
     async def get_service_group(self, service_group: str) -> list[ServiceMetadata]:
         """The records of one group, sorted by id; ``[]`` when empty."""
         self._check_open()
+        if group_name_problem(service_group) is not None:
+            return []  # no record can have that group (it is refused on registration)
         return sort_records(await self._read_group(service_group))
 
     async def get_service(self, service_group: str, service_id: uuid.UUID) -> ServiceMetadata:
         """One record; ``ServiceNotFound`` when it does not exist."""
         self._check_open()
-        record = await self._read_one((service_group, service_id))
+        record = None
+        if group_name_problem(service_group) is None:
+            record = await self._read_one((service_group, service_id))
         if record is None:
             raise ServiceNotFound(
                 f"no service {service_id} in group {service_group!r}",

@@ -172,7 +172,7 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         if not key.startswith(self._base):
             return None
         parts = key[len(self._base) :].split("/", 2)
-        if len(parts) != 3 or not parts[2]:
+        if len(parts) != 3 or not parts[0] or not parts[2]:
             return None
         try:
             service_id = uuid.UUID(parts[1])

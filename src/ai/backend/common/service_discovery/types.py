@@ -4,6 +4,11 @@
 ``service_group``, ``version``, ``endpoint {address, port, protocol, prometheus_address}``,
 ``health_status {registration_time, last_heartbeat}`` (UNIX seconds) and ``labels``. Fields a
 newer peer adds are ignored when reading.
+
+Names that would break a backend's keys are refused when a record is built, the same way on
+every backend: a ``service_group`` is one component of the etcd key
+(``<prefix>/<group>/<id>/...``), so it must be non-empty and contain no ``/``; a label name
+must be non-empty (an empty key component stands for the parent's own value in etcd).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = (
     "DEFAULT_HEARTBEAT_TIMEOUT",
@@ -26,6 +31,7 @@ __all__ = (
     "ServiceKey",
     "ServiceMetadata",
     "WallClock",
+    "group_name_problem",
 )
 
 DEFAULT_HEARTBEAT_TIMEOUT: Final[float] = 60.0 * 5
@@ -36,6 +42,15 @@ WallClock = Callable[[], float]
 
 ServiceKey = tuple[str, uuid.UUID]
 """``(service_group, service_id)``: what identifies one record."""
+
+
+def group_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a ``service_group`` (it would break a backend's keys), or None."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if "/" in name:
+        return "must not contain '/' (the group is one component of the etcd key)"
+    return None
 
 
 class _Model(BaseModel):
@@ -75,6 +90,21 @@ class ServiceMetadata(_Model):
     endpoint: ServiceEndpoint
     health_status: HealthStatus = Field(default_factory=HealthStatus)
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("service_group")
+    @classmethod
+    def _check_group(cls, value: str) -> str:
+        problem = group_name_problem(value)
+        if problem is not None:
+            raise ValueError(f"service_group {value!r} {problem}")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if "" in value:
+            raise ValueError("labels must not have an empty name (etcd reads it as the parent)")
+        return value
 
     @property
     def key(self) -> ServiceKey:

@@ -11,8 +11,9 @@ test:
 lint:
 	@bash scripts/test.sh --lint-only
 
+# Every benchmarks/*.py with --quick --json, then one table of their ratios.
 bench:
-	@bash scripts/bootstrap.sh bench && .venv/bin/python benchmarks/run_all.py --quick
+	@bash scripts/bootstrap.sh test,bench && .venv/bin/python scripts/run_benchmarks.py
 
 clean:
 	rm -rf .venv .mypy_cache .pytest_cache .ruff_cache .hypothesis build dist

@@ -12,10 +12,11 @@ bash scripts/bootstrap.sh test,bench
 bin=.venv/bin
 
 echo "==> ruff"
-"$bin/ruff" check src tests benchmarks
-"$bin/ruff" format --check src tests benchmarks
+"$bin/ruff" check src tests benchmarks scripts
+"$bin/ruff" format --check src tests benchmarks scripts
 echo "==> mypy --strict"
 "$bin/mypy"
+"$bin/mypy" scripts/run_benchmarks.py
 echo "==> import-linter (layers of DESIGN.md section 2)"
 "$bin/lint-imports"
 [ "$lint_only" -eq 1 ] && exit 0

@@ -9,6 +9,7 @@ they are missing the test fails with what to install (it is never skipped).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import tempfile
@@ -23,6 +24,9 @@ from ai.backend.common.auth import HMACSigner
 
 from ._cli import background
 
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Talks to the demo on loopback directly, whatever ``http_proxy`` says."""
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -31,6 +35,7 @@ FLAGS = (
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
+    "--no-proxy-server",  # the page is on loopback; never route it through $http_proxy
     "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
@@ -70,7 +75,7 @@ def _start_task(info: dict[str, Any], steps: int, interval: float) -> str:
     headers = signer.sign("POST", "/api/tasks", content_type="application/json")
     body = json.dumps({"steps": steps, "interval": interval}).encode()
     request = urllib.request.Request(f"{base}/api/tasks", body, headers, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with _HTTP.open(request, timeout=10) as response:
         assert response.status == 201
         task_id: str = json.load(response)["task_id"]
     return task_id
@@ -87,7 +92,12 @@ def _wait(what: str, check: Any, within: float) -> Any:
         time.sleep(0.05)
 
 
-def test_live_page_shows_task_reaching_100() -> None:
+def test_live_page_shows_task_reaching_100(monkeypatch: pytest.MonkeyPatch) -> None:
+    # selenium's connection to chromedriver honours $http_proxy unless no_proxy covers loopback.
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(
+            name, ",".join(filter(None, [os.environ.get(name), "127.0.0.1,localhost"]))
+        )
     port = _free_port()
     with (
         background("--json", "demo", "--serve", "--port", str(port)) as demo,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -742,3 +743,51 @@ async def test_close_during_a_blocked_read_loses_nothing(
             (message,) = await collect(messages, 1, within=5)
         assert message.msg_id == sent[0]
         await peer.ack(message.msg_id)
+
+
+@pytest.mark.slow
+async def test_outage_longer_than_heartbeat_ttl_steals_nothing(
+    redis_server_factory: RedisServerFactory,
+) -> None:
+    """Redis stalls (SIGSTOP) for longer than the heartbeat TTL, so every heartbeat key
+    expires, and A gets its heartbeat through a little later than B after the stall: B must
+    not take the message A is still handling."""
+    server = redis_server_factory()
+    target = ValkeyTarget.single(server.host, server.port, request_timeout=0.3)
+    ttl = 0.6
+    base = dataclasses.replace(FAST, group="g", heartbeat_ttl=ttl)
+    late = Partition()  # A's heartbeat writes fail for a moment after the stall
+    a = RedisMessageQueue(target, dataclasses.replace(base, consumer_id="A"), hook=late)
+    b = RedisMessageQueue(target, dataclasses.replace(base, consumer_id="B"))
+    async with a, b, opened(target) as producer:
+        held = await producer.send(event(0))
+        async with aclosing(a.consume()) as messages:
+            await collect(messages, 1)  # A's handler runs through the whole outage
+            got_b: list[AnycastMessage] = []
+
+            async def pump() -> None:
+                async with aclosing(b.consume()) as it:
+                    async for message in it:
+                        got_b.append(message)
+                        await b.ack(message.msg_id)
+
+            async with asyncio.TaskGroup() as tasks:
+                pumping = tasks.create_task(pump())
+                markers = [await producer.send(event(1))]
+                await wait_for(lambda: len(got_b) == 1)  # B is reading
+                late.cut = True
+                os.kill(server.pid, signal.SIGSTOP)
+                try:
+                    await asyncio.sleep(ttl + 0.6)  # the outage: every heartbeat key expires
+                finally:
+                    os.kill(server.pid, signal.SIGCONT)
+                await asyncio.sleep(ttl / 4)  # B is back; A's heartbeat is not yet
+                late.cut = False
+                for n in (2, 3):
+                    markers.append(await producer.send(event(n)))
+                    await wait_for(lambda: markers[-1] in {m.msg_id for m in got_b})
+                    await asyncio.sleep(ttl)  # B has had a heartbeat TTL of connectivity
+                pumping.cancel()
+            assert [m.msg_id for m in got_b] == markers  # never the held message
+            await a.ack(held)
+        assert b.statistics().reclaimed == 0

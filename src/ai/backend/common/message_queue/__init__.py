@@ -46,6 +46,9 @@ Guarantees (both backends unless marked):
   [tests/message_queue/test_redis.py::test_wire_format_byte_for_byte] (Redis);
 - Redis: retention never trims an entry pending (or not yet delivered) in any group
   [tests/message_queue/test_redis.py::test_trim_never_drops_pending];
+- Redis: a stall of the server longer than ``heartbeat_ttl`` does not make live consumers'
+  work be taken over
+  [tests/message_queue/test_redis.py::test_outage_longer_than_heartbeat_ttl_steals_nothing];
 - Redis: a consumer process killed with SIGKILL mid-batch loses nothing
   [tests/message_queue/test_redis.py::test_kill_9_consumer_loses_nothing];
 - Redis: malformed entries (missing fields, non-UTF-8) are dead-lettered with a reason and the

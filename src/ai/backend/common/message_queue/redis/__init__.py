@@ -38,6 +38,15 @@ Limits:
 - a consumer without a heartbeat key (an upstream component in the same group) counts as dead:
   its entries idle longer than ``heartbeat_ttl`` are taken over
   [test_redis.py::test_consumer_without_heartbeat_is_taken_over];
+- liveness is the heartbeat key: a consumer whose heartbeat cannot reach Redis for longer than
+  ``heartbeat_ttl`` while its peers' can (a partition between it and Redis only) is taken for
+  dead and a peer handles its messages again (it never takes them back)
+  [test_redis.py::test_retry_never_takes_back_a_reclaimed_message];
+- after a stall or outage of Redis longer than ``heartbeat_ttl`` every key expires; so after any
+  failed call of its own, and after ``open()``, a consumer takes no work from a silent peer
+  (no key, not marked ``closed``) until it has beaten without a gap for ``heartbeat_ttl``: live
+  peers that beat again within that time keep their work, and a dead one's is taken that much
+  later [test_redis.py::test_outage_longer_than_heartbeat_ttl_steals_nothing];
 - a group that stops consuming holds back trimming until it resumes or is destroyed
   [test_redis.py::test_trim_never_drops_pending];
 - a nacked message comes back after ``retry_delay`` plus at most ``block_seconds``, and a

@@ -189,6 +189,14 @@ class RedisQueueBase(AbstractMessageQueue):
         self._intake_idle = asyncio.Event()
         """Clear while consume() is in a server call that can hand entries to this consumer."""
         self._intake_idle.set()
+        self._beat_now = asyncio.Event()
+        """Wakes the heartbeat loop early: a call failed, so beat as soon as Redis answers."""
+        self._contact_lost = False
+        """A call of ours failed (connection, timeout) since the last successful beat."""
+        self._beat_issued: float | None = None
+        """When the last successful beat was sent (loop time)."""
+        self._healthy_since: float | None = None
+        """Start of the current run of beats with no gap (loop time), ``None`` before one."""
         self._runner: asyncio.Task[None] | None = None
         self._in_flight: dict[str, _Delivery] = {}
         self._waiting: dict[str, _Delivery] = {}
@@ -298,6 +306,7 @@ class RedisQueueBase(AbstractMessageQueue):
         self._stopping.set()
         self._settled.set()
         self._flush_wanted.set()
+        self._beat_now.set()
 
     async def _stop_intake(self) -> None:
         """Wait until consume() is out of any server call that can hand it entries (a blocked
@@ -361,20 +370,67 @@ class RedisQueueBase(AbstractMessageQueue):
 
     async def _beat(self) -> None:
         assert self._group is not None
-        ttl_ms = max(1, int(self._config.heartbeat_ttl * 1000))
+        ttl = self._config.heartbeat_ttl
+        loop = asyncio.get_running_loop()
+        issued = loop.time()
         await self._client.execute(
-            "SET", heartbeat_key(self._group, self._consumer), b"alive", "PX", ttl_ms
+            "SET",
+            heartbeat_key(self._group, self._consumer),
+            b"alive",
+            "PX",
+            max(1, int(ttl * 1000)),
         )
+        done = loop.time()
+        previous = self._beat_issued
+        if self._contact_lost or previous is None or done - previous > ttl:
+            # Our own key may have lapsed (an outage, a stall): so may every peer's, through
+            # no fault of theirs. Start a new run of continuous connectivity.
+            self._healthy_since = done
+        self._contact_lost = False
+        self._beat_issued = issued
+
+    def _note_failure(self, exc: ValkeyError) -> None:
+        """A call failed: if Redis is unreachable or slow, beat as soon as it answers again,
+        and take no silent peer's work until connectivity has lasted ``heartbeat_ttl``."""
+        if isinstance(exc, (ValkeyConnectionError, ValkeyTimeout)):
+            self._contact_lost = True
+            self._beat_now.set()
+
+    def _may_reclaim_silent(self) -> bool:
+        """Whether a peer whose heartbeat key is gone (not marked ``closed``) counts as dead.
+
+        Only when our own key is certainly alive (a beat sent less than ``heartbeat_ttl``
+        ago) and has been for ``heartbeat_ttl`` without a gap and without failed calls: after
+        an outage longer than ``heartbeat_ttl`` every key is gone, and the live peers get that
+        long to beat again (they do at once) before their work is taken."""
+        issued, since = self._beat_issued, self._healthy_since
+        if self._contact_lost or issued is None or since is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        ttl = self._config.heartbeat_ttl
+        return now - issued < ttl and now - since >= ttl
 
     async def _heartbeat_loop(self) -> None:
         streak = _Streak(f"heartbeat of {self._consumer}")
-        while not await self._pause(self._config.heartbeat_ttl / 3):
+        interval = self._config.heartbeat_ttl / 3
+        pause = interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._beat_now.wait()
+            self._beat_now.clear()
+            if self._stopping.is_set():
+                return
             try:
                 await self._beat()
             except ValkeyError as exc:
+                self._note_failure(exc)
+                self._beat_now.clear()  # retried below, soon: a beat the moment Redis is back
                 streak.failed(exc)
+                pause = min(interval, 0.05 * 2 ** min(streak.failures - 1, 10))
             else:
                 streak.ok()
+                pause = interval
 
     async def _trim_loop(self) -> None:
         assert self._group is not None
@@ -392,6 +448,7 @@ class RedisQueueBase(AbstractMessageQueue):
                         key, maxlen=self._config.anycast_trim_maxlen, cutoff_id=cutoff
                     )
             except ValkeyError as exc:
+                self._note_failure(exc)
                 streak.failed(exc)
             else:
                 streak.ok()
@@ -415,6 +472,7 @@ class RedisQueueBase(AbstractMessageQueue):
                 try:
                     await self._flush(acks, marks)
                 except ValkeyError as exc:
+                    self._note_failure(exc)
                     if future is not None:
                         future.set_exception(_queue_error(exc, "ack"))
                 else:

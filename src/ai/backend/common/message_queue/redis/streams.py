@@ -110,6 +110,7 @@ class StreamsMixin(RedisQueueBase):
                     self._intake_idle.set()
                     if self._closed:
                         break
+                    self._note_failure(exc)
                     streak.failed(exc)
                     await self._pause(backoff)
                     backoff = min(backoff * 2, 1.0)
@@ -275,10 +276,16 @@ class StreamsMixin(RedisQueueBase):
                 beats = await self._client.execute(
                     "MGET", *(heartbeat_key(group, c) for c in others)
                 )
+                silent_dead = self._may_reclaim_silent()
                 for consumer, beat in zip(others, beats, strict=True):
-                    if (beat is not None and beat != _CLOSED) or len(out) >= room:
-                        continue  # alive (never steal a live consumer's work), or no room
-                    min_idle = 0 if beat == _CLOSED else int(self._config.heartbeat_ttl * 1000)
+                    if len(out) >= room:
+                        break
+                    if beat == _CLOSED:  # it left and said so: take its work at once
+                        min_idle = 0
+                    elif beat is None and silent_dead:  # no heartbeat, and we can tell
+                        min_idle = int(self._config.heartbeat_ttl * 1000)
+                    else:
+                        continue  # alive: never steal a live consumer's work
                     claimed = await streams.claim_from(
                         key,
                         group,

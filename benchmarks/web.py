@@ -132,7 +132,7 @@ class _Load:
             self.ok += 1
         else:
             self.errors += 1
-        if self.ok % 64 == 0 and time.perf_counter() >= self._deadline:
+        if (self.ok + self.errors) % 64 == 0 and time.perf_counter() >= self._deadline:
             end = self._snapshot()
             self.running = self.measuring = False
             tick = os.sysconf("SC_CLK_TCK")

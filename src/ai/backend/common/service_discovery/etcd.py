@@ -11,7 +11,11 @@ Guarantees:
   [tests/service_discovery/test_proof.py::test_killed_process_record_disappears];
 - if the lease is lost while the instance is open (expired during a partition, revoked), a new
   lease is granted, every owned record is written again and ``on_records_restored`` is called
-  [tests/service_discovery/test_discovery_conformance.py::test_lost_records_are_restored];
+  [tests/service_discovery/test_discovery_conformance.py::test_lost_records_are_restored],
+  also when other calls noticed the loss first and failed during the outage
+  [tests/service_discovery/test_etcd.py::test_every_owned_record_comes_back_after_an_outage];
+- an owned record whose write failed (its state in etcd unknown) is written again once etcd
+  answers [tests/service_discovery/test_etcd.py::test_a_failed_write_is_written_again];
 - registration, discovery and the lease survive the loss of the etcd leader member
   [tests/service_discovery/test_proof.py::test_etcd_leader_kill_keeps_discovery_working].
 
@@ -24,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Final
+from collections.abc import Iterable
+from typing import Any, Final
 
 from ..aio import ErrorTable, map_errors
 from ..clients.etcd import (
@@ -85,7 +90,10 @@ class EtcdServiceDiscovery(RecordKeeper):
         self._ttl = ttl
         self._retry = restore_retry_interval
         self._lease: EtcdLease | None = None
-        self._lease_ready = asyncio.Event()
+        self._unconfirmed: set[ServiceKey] = set()
+        self._trouble = asyncio.Event()
+        self._lease_changed = asyncio.Event()
+        self._lost_leases: list[int] = []
         self._written: dict[ServiceKey, set[str]] = {}
         self.last_write_revision = 0
         """Revision of the last write of this instance that changed etcd (0 before any)."""
@@ -110,48 +118,76 @@ class EtcdServiceDiscovery(RecordKeeper):
         return f"{self._prefix}/{key[0]}/{key[1]}"
 
     # -- keep-alive ----------------------------------------------------------------
+    #
+    # ``_unconfirmed`` holds the owned records not known to be written under the current live
+    # lease: all of them when the lease is lost, and each one whose write failed (its state in
+    # etcd is unknown). Any call may add to it and wake the supervisor (``_trouble``); only the
+    # supervisor empties it, by writing those records again, so no restoration is ever dropped
+    # because another call noticed the trouble first.
 
     def _start_background(self) -> None:
-        self._tasks.spawn(self._supervise_lease(), "lease")
+        self._tasks.spawn(self._supervise(), "lease")
 
-    async def _current_lease(self) -> EtcdLease:
-        if self._lease is None:
-            self._lease = await self._etcd.grant_lease(self._ttl)
-            self._lease_ready.set()
-        return self._lease
+    def _check_lease(self) -> EtcdLease | None:
+        """The current lease if it is live; after a loss, mark every owned record."""
+        lease = self._lease
+        if lease is not None and lease.lost:
+            self._lease = None
+            self._lost_leases.append(lease.id)
+            self._mark_unconfirmed(self._owned)
+            return None
+        return lease
 
-    async def _supervise_lease(self) -> None:
+    def _mark_unconfirmed(self, keys: Iterable[ServiceKey]) -> None:
+        self._unconfirmed.update(k for k in keys if k in self._owned)
+        if self._unconfirmed:
+            self._trouble.set()
+
+    async def _live_lease(self) -> EtcdLease:
+        lease = self._check_lease()
+        if lease is None:
+            lease = self._lease = await self._etcd.grant_lease(self._ttl)
+            self._lease_changed.set()  # the supervisor watches the new lease from now on
+        return lease
+
+    async def _supervise(self) -> None:
         while True:
-            await self._lease_ready.wait()
             lease = self._lease
-            if lease is None:
-                self._lease_ready.clear()
+            if not self._trouble.is_set() and not (lease is not None and lease.lost):
+                self._lease_changed.clear()
+                await _wait_any(self._trouble, self._lease_changed, lease)
                 continue
-            await lease.wait_lost()
             async with self._lock:
-                if self._lease is lease:
-                    await self._recover(lease)
+                while True:
+                    try:
+                        with map_etcd_errors("restore records"):
+                            await self._repair()
+                        break
+                    except ServiceDiscoveryUnavailable:
+                        await asyncio.sleep(self._retry)
 
-    async def _recover(self, lost: EtcdLease, *, retry: bool = True) -> None:
-        """Grant a new lease and write every owned record again (lock held); in the
-        background (``retry``) keep trying while etcd is unreachable."""
-        self._lease = None
-        self._lease_ready.clear()
-        while True:
-            try:
-                for record in list(self._owned.values()):
-                    await self._put_record(record)
-                break
-            except (EtcdUnavailable, EtcdTimeout):
-                if not retry:
-                    raise
-                await asyncio.sleep(self._retry)
-        self._restored(list(self._owned), f"etcd lease {lost.id:#x} was lost")
+    async def _repair(self) -> None:
+        """Write every unconfirmed record again under a live lease (lock held)."""
+        self._check_lease()
+        keys = [k for k in self._unconfirmed if k in self._owned]
+        if keys:
+            lease = await self._live_lease()
+            for key in keys:
+                await self._put_record(self._owned[key], lease)
+        self._unconfirmed.clear()
+        self._trouble.clear()
+        lost, self._lost_leases = self._lost_leases, []
+        if keys:
+            reason = (
+                "etcd lease " + ", ".join(f"{i:#x}" for i in lost) + " was lost"
+                if lost
+                else "a write of the record failed"
+            )
+            self._restored(keys, reason)
 
     # -- storage -------------------------------------------------------------------
 
-    async def _put_record(self, record: ServiceMetadata) -> None:
-        lease = await self._current_lease()
+    async def _put_record(self, record: ServiceMetadata, lease: EtcdLease) -> None:
         key = record.key
         flat = flatten_dict(self.record_prefix(key), record.to_dict())
         stale = self._written.get(key, set()) - flat.keys()
@@ -162,9 +198,12 @@ class EtcdServiceDiscovery(RecordKeeper):
 
     async def _write(self, record: ServiceMetadata) -> None:
         with map_etcd_errors(f"register({record.service_group}/{record.id})"):
-            if self._lease is not None and self._lease.lost:
-                await self._recover(self._lease, retry=False)
-            await self._put_record(record)
+            try:
+                await self._put_record(record, await self._live_lease())
+            except BaseException:
+                # Written or not, nobody knows: the supervisor writes the owned version again.
+                self._mark_unconfirmed((record.key,))
+                raise
 
     async def _delete(self, key: ServiceKey) -> None:
         with map_etcd_errors(f"deregister({key[0]}/{key[1]})"):
@@ -174,6 +213,7 @@ class EtcdServiceDiscovery(RecordKeeper):
 
     def _forget(self, key: ServiceKey) -> None:
         self._written.pop(key, None)
+        self._unconfirmed.discard(key)
 
     async def _read_all(self) -> list[ServiceMetadata]:
         with map_etcd_errors("discover()"):
@@ -199,6 +239,7 @@ class EtcdServiceDiscovery(RecordKeeper):
     async def _release_owned(self) -> None:
         lease, self._lease = self._lease, None
         self._written.clear()
+        self._unconfirmed.clear()
         if lease is not None:
             with map_etcd_errors("aclose()"):
                 await self._etcd.revoke_lease(lease)
@@ -206,5 +247,25 @@ class EtcdServiceDiscovery(RecordKeeper):
     async def _abandon_owned(self) -> None:
         lease, self._lease = self._lease, None
         self._written.clear()
+        self._unconfirmed.clear()
         if lease is not None:
             await self._etcd.stop_keepalive(lease)
+
+
+async def _wait_any(
+    trouble: asyncio.Event, changed: asyncio.Event, lease: EtcdLease | None
+) -> None:
+    """Return once ``trouble`` or ``changed`` is set, or ``lease`` is lost."""
+    waiters: set[asyncio.Future[Any]] = {
+        asyncio.ensure_future(trouble.wait()),
+        asyncio.ensure_future(changed.wait()),
+    }
+    if lease is not None:
+        waiters.add(asyncio.ensure_future(lease.wait_lost()))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        # Our own helper tasks, cancelled just above; their CancelledError is expected.
+        await asyncio.gather(*waiters, return_exceptions=True)

@@ -19,6 +19,11 @@ Figures, all over the same measured window (after a warm-up):
 - ``loadgen_us_per_req`` and ``loadgen_busy``: the load generator's own CPU per request and in
   % of one core, to show it is not the bottleneck.
 
+With ``--floor`` two more impls run in the same rounds: ``noop`` (one pass-through middleware:
+aiohttp's cost of dispatching any middleware) and ``hmac_only`` (one middleware that only awaits
+``HMACVerifier.verify_request``), whose ``server_us_per_req:bare/hmac_only`` bounds what any
+stack that verifies HMAC signatures can reach.
+
 On 2 cores the server and the load generator each want one; when other work takes a core they
 share the other, ``rps`` then follows 1 / (server + load generator CPU per request), and the
 ratio of ``rps`` moves with the machine's load while ``server_us_per_req`` does not.
@@ -180,6 +185,7 @@ def _load_generator_main(argv: list[str]) -> None:
 
 def _build_app(impl: str) -> object:
     from aiohttp import web
+    from aiohttp.typedefs import Handler
     from prometheus_client import CollectorRegistry
 
     from ai.backend.common.auth import HMACVerifier, Keypair, MemoryKeypairStore
@@ -189,15 +195,30 @@ def _build_app(impl: str) -> object:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="Hello, world!")
 
+    keypair = Keypair(access_key=ACCESS_KEY, secret_key=SECRET_KEY, user_id=uuid.uuid4())
+    verifier = HMACVerifier(MemoryKeypairStore([keypair]))
+
+    @web.middleware
+    async def noop(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handler(request)
+
+    @web.middleware
+    async def hmac_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        await verifier.verify_request(request)
+        return await handler(request)
+
     app = web.Application()
     if impl == "ours":
-        keypair = Keypair(access_key=ACCESS_KEY, secret_key=SECRET_KEY, user_id=uuid.uuid4())
         install_middleware_stack(
             app,
             metrics=CommonMetricRegistry(CollectorRegistry()),
             cors=CORSOptions(allow_origins=[ORIGIN]),
-            hmac=HMACVerifier(MemoryKeypairStore([keypair])),
+            hmac=verifier,
         )
+    elif impl == "noop":
+        app.middlewares.append(noop)
+    elif impl == "hmac_only":
+        app.middlewares.append(hmac_only)
     app.router.add_get("/hello", hello)
     return app
 
@@ -255,12 +276,16 @@ def main() -> None:
     if "--load-generator" in sys.argv[1:]:
         _load_generator_main(sys.argv[1:])
         return
-    args = parse_args(__doc__ or BENCH, default_rounds=5)
+    floor = "--floor" in sys.argv[1:]
+    args = parse_args(
+        __doc__ or BENCH, [a for a in sys.argv[1:] if a != "--floor"], default_rounds=5
+    )
     logging.getLogger("ai.backend.common.access").setLevel(logging.WARNING)
     duration = 2.0 if args.quick else 5.0
     concurrency = 16
+    impls = ["ours", "bare", "noop", "hmac_only"] if floor else ["ours", "bare"]
     results = alternate(
-        ["ours", "bare"], args.rounds, lambda impl: asyncio.run(_round(impl, duration, concurrency))
+        impls, args.rounds, lambda impl: asyncio.run(_round(impl, duration, concurrency))
     )
     report = Report(BENCH, args.json)
     for metric, unit in (
@@ -270,10 +295,14 @@ def main() -> None:
         ("loadgen_us_per_req", "us/req"),
         ("loadgen_busy", "% of a core"),
     ):
-        for impl in ("ours", "bare"):
+        for impl in impls:
             report.add(impl, metric, [getattr(f, metric) for f in results[impl]], unit)
     report.ratio("rps", "ours", "bare")
     report.ratio("server_us_per_req", "bare", "ours")
+    if floor:
+        # The best any stack that verifies HMAC signatures could reach.
+        report.ratio("server_us_per_req", "bare", "noop")
+        report.ratio("server_us_per_req", "bare", "hmac_only")
     report.finish()
 
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
+
+from ai.backend.common.bgtask import BackgroundTaskConfig
+from ai.backend.common.cli import reference
+from ai.backend.common.message_queue import QueueConfig
 
 from .test_demo import run_cli
 
@@ -120,3 +125,34 @@ def test_json_sample_is_one_object() -> None:
     assert row["format"] == "toml"
     assert row["schema"] == "CommonSettings"
     assert row["text"] == run_cli("config", "sample").stdout
+
+
+def test_reference_lists_every_field(tmp_path: Path) -> None:
+    proc = run_cli("--json", "config", "reference")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    keys = {(r["section"], r["key"]) for r in rows}
+    for cls in (QueueConfig, BackgroundTaskConfig):
+        assert {k for s, k in keys if s == cls.__name__} == {f.name for f in fields(cls)}
+    for key in ("redis", "events.max-deliveries", "auth.secret-key"):
+        assert ("CommonSettings", key) in keys
+    for key in ("retry.backoff.max_delay", "breaker.wait_in_open", "bulkhead.max_concurrent"):
+        assert ("PipelineConfig", key) in keys
+    wait = next(r for r in rows if r["key"] == "breaker.wait_in_open")
+    assert wait["default"] == "`30.0`"
+    assert "half-opening" in wait["description"]  # documented through CircuitBreaker
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# x\n{reference.BEGIN}\nstale\n{reference.END}\ntail\n")
+    first = run_cli("config", "reference", "--update", str(doc))
+    assert first.returncode == 0, first.stderr
+    generated = reference.render_reference()
+    assert doc.read_text() == f"# x\n{reference.BEGIN}\n{generated}{reference.END}\ntail\n"
+    again = run_cli("config", "reference", "--update", str(doc))
+    assert "already up to date" in again.stdout
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers\n")
+    refused = run_cli("config", "reference", "--update", str(plain))
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert "markers" in refused.stderr

@@ -1,4 +1,5 @@
-"""``backend.ai-common config``: check, show and sample configuration files.
+"""``backend.ai-common config``: check, show and sample configuration files, and print the
+configuration reference generated from the schemas (``reference``, see :mod:`.reference`).
 
 Guarantees:
 - ``config show`` never prints a secret: secret fields are redacted by the loader, and the
@@ -12,6 +13,7 @@ Guarantees:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -32,7 +34,7 @@ _schema_option = click.option(
 
 @click.group()
 def config() -> None:
-    """Check, show and sample configuration files."""
+    """Check, show and sample configuration files; print the configuration reference."""
 
 
 @config.command("check")
@@ -89,3 +91,29 @@ def sample(cli: CLIContext, schema: str | None) -> None:
         cli.emit({"schema": model.__name__, "format": "toml", "text": text})
     else:
         click.echo(text, nl=False)
+
+
+@config.command("reference")
+@click.option(
+    "--update",
+    "update",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="FILE",
+    help="rewrite the generated part of FILE (e.g. README.md) instead of printing",
+)
+@pass_cli
+def reference(cli: CLIContext, update: Path | None) -> None:
+    """Print the configuration reference (markdown) generated from the config schemas."""
+    from .reference import SECTIONS, render_reference, rows_of, update_file
+
+    if update is not None:
+        changed = update_file(update)
+        cli.emit({"file": str(update), "changed": changed})
+        cli.say(f"{update}: {'updated' if changed else 'already up to date'}")
+        return
+    if cli.json:
+        for section in SECTIONS:
+            for row in rows_of(section.cls):
+                cli.emit({"section": section.cls.__name__, **row.__dict__})
+        return
+    click.echo(render_reference(), nl=False)

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from ai.backend.common.clients.etcd import ManualClock, MemoryEtcd, MemoryEtcdServer
+from ai.backend.common.clients.etcd import EtcdClient, ManualClock, MemoryEtcd, MemoryEtcdServer
 from ai.backend.common.service_discovery import (
     EtcdServiceDiscovery,
     RecordsRestored,
     ServiceDiscoveryUnavailable,
     ServiceMetadata,
 )
+from tests._harness.etcd import EtcdServer
 from tests._helpers import until
 
 from .conftest import make_record
@@ -116,3 +117,49 @@ async def test_a_failed_write_is_written_again(setup: Setup) -> None:
     await until(lambda: bool(setup.restored), within=10, what="the record to be written again")
     assert setup.restored[-1].services == (a.key,)
     assert await setup.stored() == {"a"}
+
+
+async def test_calls_fail_fast_while_records_are_restored(setup: Setup) -> None:
+    sd, etcd = setup.sd, setup.etcd
+    a = _named("a")
+    await sd.register(a)
+    assert sd.lease is not None
+    lease = sd.lease
+    etcd.simulate_outage()
+    await setup.pass_time(TTL + 0.5)
+    assert lease.lost  # the supervisor is now trying to restore, and etcd is still down
+    await asyncio.sleep(0.1)
+    async with asyncio.timeout(5):  # they used to wait for the restoration, i.e. for ever
+        with pytest.raises(ServiceDiscoveryUnavailable):
+            await sd.register(_named("b"))
+        with pytest.raises(ServiceDiscoveryUnavailable):
+            await sd.heartbeat(a)
+        with pytest.raises(ServiceDiscoveryUnavailable):
+            await sd.deregister("agent", a.id)
+    etcd.end_outage()
+    await until(lambda: bool(setup.restored), within=10, what="the restoration")
+    assert await setup.stored() == {"a"}
+
+
+@pytest.mark.slow
+async def test_calls_fail_fast_after_the_etcd_server_died(private_etcd: EtcdServer) -> None:
+    failover = 1.0
+    async with (
+        EtcdClient(
+            private_etcd.endpoint, "hang", request_timeout=1.0, failover_timeout=failover
+        ) as etcd,
+        EtcdServiceDiscovery(etcd, ttl=2, restore_retry_interval=0.5) as sd,
+    ):
+        await sd.register(_named("a"))
+        assert sd.lease is not None
+        lease = sd.lease
+        await asyncio.to_thread(private_etcd.kill)
+        async with asyncio.timeout(10):
+            await lease.wait_lost()
+        # One restore attempt may be holding the lock, then the call makes its own attempt.
+        async with asyncio.timeout(2 * failover + 2):
+            with pytest.raises(ServiceDiscoveryUnavailable):
+                await sd.register(_named("b"))
+            with pytest.raises(ServiceDiscoveryUnavailable):
+                await sd.deregister("agent", _named("c").id)
+        await sd.abort()

@@ -17,7 +17,13 @@ Guarantees:
 - an owned record whose write failed (its state in etcd unknown) is written again once etcd
   answers [tests/service_discovery/test_etcd.py::test_a_failed_write_is_written_again];
 - registration, discovery and the lease survive the loss of the etcd leader member
-  [tests/service_discovery/test_proof.py::test_etcd_leader_kill_keeps_discovery_working].
+  [tests/service_discovery/test_proof.py::test_etcd_leader_kill_keeps_discovery_working];
+- while the records are being restored and etcd is still unreachable, ``register``,
+  ``heartbeat`` and ``deregister`` make one attempt of their own and raise
+  ``ServiceDiscoveryUnavailable`` (after at most the etcd client's failover timeout, plus one
+  restore attempt in progress), never waiting for the restoration
+  [tests/service_discovery/test_etcd.py::test_calls_fail_fast_while_records_are_restored]
+  [tests/service_discovery/test_etcd.py::test_calls_fail_fast_after_the_etcd_server_died].
 
 Limits: one lease per instance, so every record of an instance shares its TTL; values are text
 in etcd (types come back through validation, as upstream).
@@ -157,17 +163,39 @@ class EtcdServiceDiscovery(RecordKeeper):
                 self._lease_changed.clear()
                 await _wait_any(self._trouble, self._lease_changed, lease)
                 continue
-            async with self._lock:
-                while True:
-                    try:
-                        with map_etcd_errors("restore records"):
-                            await self._repair()
-                        break
-                    except ServiceDiscoveryUnavailable:
-                        await asyncio.sleep(self._retry)
+            try:
+                with map_etcd_errors("restore records"):
+                    await self._repair()
+            except ServiceDiscoveryError:
+                # etcd unreachable (or the lease vanished under the write): try again later.
+                # The lock is not held while waiting, so calls meanwhile fail fast instead of
+                # queueing behind the recovery.
+                await asyncio.sleep(self._retry)
 
     async def _repair(self) -> None:
-        """Write every unconfirmed record again under a live lease (lock held)."""
+        """One attempt to write every unconfirmed record again under a live lease.
+
+        A new lease is granted before taking the lock: while etcd is down that is what fails,
+        and it fails without holding up other calls.
+        """
+        spare: EtcdLease | None = None
+        if self._check_lease() is None and self._unconfirmed:
+            spare = await self._etcd.grant_lease(self._ttl)
+        try:
+            async with self._lock:
+                if spare is not None and self._check_lease() is None:
+                    self._lease, spare = spare, None
+                    self._lease_changed.set()
+                await self._rewrite_unconfirmed()
+        finally:
+            if spare is not None:
+                # A call granted a lease meanwhile: this one is not needed. Short cleanup that
+                # must run even while cancelled; if it fails the lease expires by its TTL.
+                with contextlib.suppress(EtcdError):
+                    await asyncio.shield(self._etcd.revoke_lease(spare))
+
+    async def _rewrite_unconfirmed(self) -> None:
+        """Write the unconfirmed records under the live lease (lock held)."""
         self._check_lease()
         keys = [k for k in self._unconfirmed if k in self._owned]
         if keys:

@@ -10,7 +10,12 @@ import pytest
 from ai.backend.common.clients.valkey import ValkeyTarget
 from ai.backend.common.events import EventCodec, EventProducer
 from ai.backend.common.events.families import ServiceDeregisteredEvent, ServiceRegisteredEvent
-from ai.backend.common.message_queue import MemoryBroker, MemoryMessageQueue, QueueConfig
+from ai.backend.common.message_queue import (
+    MemoryBroker,
+    MemoryMessageQueue,
+    QueueClosed,
+    QueueConfig,
+)
 from ai.backend.common.service_discovery import (
     MemoryServiceDiscovery,
     RedisServiceDiscovery,
@@ -96,3 +101,38 @@ async def _drain(queue: MemoryMessageQueue) -> list[object]:
         return events
     finally:
         await consume.aclose()
+
+
+async def test_failed_announcement_deregisters() -> None:
+    broker = MemoryBroker()
+    queue = MemoryMessageQueue(broker, QueueConfig(source="sp", group="watcher"))  # never opened
+    record = make_record("storage-proxy")
+    async with MemoryServiceDiscovery() as sd:
+        producer = EventProducer(queue, "storage-proxy-1")
+        with pytest.raises(QueueClosed):
+            async with ServiceRegistrar(sd, record, producer=producer):
+                pytest.fail("entered although the announcement failed")
+        with pytest.raises(ServiceNotFound):
+            await sd.get_service("storage-proxy", record.id)
+        assert sd.statistics().owned == 0
+
+
+async def test_failed_loop_still_deregisters() -> None:
+    calls = 0
+
+    def clock() -> float:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RuntimeError("a bug in the heartbeat path")
+        return 1_000.0
+
+    record = make_record("agent")
+    async with MemoryServiceDiscovery(wall_clock=clock) as sd:
+        with pytest.raises(ExceptionGroup) as info:
+            async with ServiceRegistrar(sd, record, heartbeat_interval=0.01):
+                await until(lambda: calls > 1, what="the failing heartbeat")
+        assert info.group_contains(RuntimeError, match="a bug")
+        with pytest.raises(ServiceNotFound):
+            await sd.get_service("agent", record.id)
+        assert sd.statistics().owned == 0

@@ -10,7 +10,12 @@ Guarantees:
   [tests/service_discovery/test_registrar.py::test_events_are_published];
 - a failing heartbeat is reported to ``on_heartbeat_error`` and retried next interval, never
   stopping the loop
-  [tests/service_discovery/test_registrar.py::test_heartbeat_failures_are_reported].
+  [tests/service_discovery/test_registrar.py::test_heartbeat_failures_are_reported];
+- the record never outlives the registrar: if announcing it fails on entry it is deregistered
+  before the error is raised, and on exit it is deregistered even if the heartbeat loop failed
+  (whose error is then raised)
+  [tests/service_discovery/test_registrar.py::test_failed_announcement_deregisters]
+  [tests/service_discovery/test_registrar.py::test_failed_loop_still_deregisters].
 """
 
 from __future__ import annotations
@@ -106,11 +111,27 @@ class ServiceRegistrar:
         return self._record
 
     async def __aenter__(self) -> Self:
+        """Register, announce, start heartbeating; if announcing fails (or this is cancelled)
+        after the record was written, the record is deregistered before the error is raised."""
         self._record = await self._discovery.heartbeat(self._record)
-        await self._publish(registered_event(self._record))
-        await self._tasks.start()
-        self._tasks.spawn(self._loop(), "heartbeat")
+        try:
+            await self._publish(registered_event(self._record))
+            await self._tasks.start()
+            self._tasks.spawn(self._loop(), "heartbeat")
+        except BaseException as exc:
+            await self._tasks.stop()
+            await self._undo_registration(exc)
+            raise
         return self
+
+    async def _undo_registration(self, exc: BaseException) -> None:
+        record = self._record
+        try:
+            # Short cleanup that must run even while cancelled: a record nobody announced and
+            # nobody heartbeats must not stay registered (kept alive by the backend).
+            await asyncio.shield(self._discovery.deregister(record.service_group, record.id))
+        except BackendAIError as cleanup:
+            exc.add_note(f"deregistering {record.service_group}/{record.id} failed: {cleanup!r}")
 
     async def __aexit__(
         self,
@@ -118,12 +139,18 @@ class ServiceRegistrar:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._tasks.stop()
-        record = self._record
-        await self._discovery.deregister(record.service_group, record.id)
-        await self._publish(
-            ServiceDeregisteredEvent(instance_id=str(record.id), service_group=record.service_group)
-        )
+        """Stop heartbeating, deregister, announce it; a failure of the heartbeat loop is
+        raised after the record was deregistered."""
+        try:
+            await self._tasks.stop()
+        finally:
+            record = self._record
+            await self._discovery.deregister(record.service_group, record.id)
+            await self._publish(
+                ServiceDeregisteredEvent(
+                    instance_id=str(record.id), service_group=record.service_group
+                )
+            )
 
     async def _publish(self, event: ServiceRegisteredEvent | ServiceDeregisteredEvent) -> None:
         if self._producer is not None:

@@ -692,3 +692,101 @@ async def test_close_under_flow_loses_nothing(broker: QueueHarness) -> None:
         await wait_for(lambda: set(sent) <= acked | {m.msg_id for m in got})
     assert late == []
     assert len(sent) > 8
+
+
+async def test_volatile_subscription_starts_on_first_step(broker: QueueHarness) -> None:
+    producer = await broker.open()
+    subscriber = await broker.open()
+    await subscriber.subscribe().aclose()  # never run: nothing registered, nothing left
+    assert subscriber.statistics().subscriptions == 0
+    messages = subscriber.subscribe()
+    await producer.broadcast(event(1))  # before the first step: not received
+    assert subscriber.statistics().subscriptions == 0
+    first = asyncio.create_task(anext(messages))
+    try:
+        await wait_for(lambda: subscriber.statistics().subscriptions == 1)
+        await producer.broadcast(event(2))
+        async with asyncio.timeout(10):
+            received = await first
+        assert received.fields == event(2)
+    finally:
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        await messages.aclose()
+    assert subscriber.statistics().subscriptions == 0
+
+
+async def test_dead_letter_history_keeps_the_earlier_errors(broker: QueueHarness) -> None:
+    queue = await broker.open(
+        group="manager", consumer_id="m1", max_deliveries=4, error_history_limit=2
+    )
+    producer = await broker.open()
+    msg_id = await producer.send(event(1))
+    async with aclosing(queue.consume()) as messages:
+        for attempt in range(1, 5):
+            (message,) = await collect(messages, 1)
+            assert message.delivery_count == attempt
+            await queue.nack(msg_id, f"e{attempt}")
+            await broker.advance(TEST_CONFIG.retry_delay)
+    (letter,) = await queue.list_dead_letters()
+    assert (letter.error, letter.attempts) == ("e4", 4)
+    assert letter.history == ("e2", "e3")  # the last error_history_limit earlier errors
+
+
+async def test_ack_of_a_waiting_message_settles_it(
+    queue: AbstractMessageQueue, broker: QueueHarness
+) -> None:
+    producer = await broker.open()
+    msg_id = await producer.send(event(1))
+    async with aclosing(queue.consume()) as messages:
+        await collect(messages, 1)
+        await queue.nack(msg_id, "later")
+        assert queue.statistics().retry_waiting == 1
+        await queue.ack(msg_id)  # e.g. handled elsewhere meanwhile
+        assert queue.statistics().retry_waiting == 0
+        await broker.advance(TEST_CONFIG.retry_delay)
+        marker = await producer.send(event(2))
+        (message,) = await collect(messages, 1)
+        assert message.msg_id == marker  # the acked one never comes back
+        await queue.ack(marker)
+    stats = queue.statistics()
+    assert (stats.in_flight, stats.retry_waiting, stats.acked) == (0, 0, 2)
+
+
+async def test_handled_records_expire_after_handled_ttl(broker: QueueHarness) -> None:
+    queue = await broker.open(group="manager", consumer_id="m1", handled_ttl=0.3)
+    producer = await broker.open()
+    msg_id = await producer.send(event(1))
+    async with aclosing(queue.consume()) as messages:
+        await collect(messages, 1)
+        await queue.mark_handled(msg_id, "h1")
+        await queue.nack(msg_id, "h2 failed")
+        assert await queue.handled(msg_id) == {"h1"}
+        await broker.advance(0.4)  # longer than handled_ttl (and retry_delay)
+        (again,) = await collect(messages, 1)
+        assert again.msg_id == msg_id
+        assert await queue.handled(msg_id) == frozenset()
+        await queue.ack(msg_id)
+
+
+async def test_durable_cursor_expires_after_its_ttl(broker: QueueHarness) -> None:
+    producer = await broker.open()
+    durable = {
+        "broadcast_mode": BroadcastMode.DURABLE,
+        "subscriber_id": "sse-1",
+        "durable_cursor_ttl": 0.3,
+    }
+    first_life = await broker.open(**durable)
+    got: list[BroadcastMessage] = []
+    async with subscribed(first_life, got):
+        await producer.broadcast(event(1))
+        await wait_for(lambda: len(got) == 1)
+    await first_life.aclose()
+    await producer.broadcast(event(2))  # sent while it is away
+    await broker.advance(0.4)  # away for longer than durable_cursor_ttl: its cursor is gone
+    second_life = await broker.open(**durable)
+    async with subscribed(second_life, got):
+        await producer.broadcast(event(3))
+        await wait_for(lambda: len(got) == 2)
+    assert [m.fields for m in got] == [event(1), event(3)]  # it starts from the newest

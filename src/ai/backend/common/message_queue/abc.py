@@ -156,6 +156,9 @@ class AbstractMessageQueue(abc.ABC):
     def subscribe(self) -> AsyncGenerator[BroadcastMessage, None]:
         """Yield broadcasts (in this client's ``broadcast_mode``) until the client closes.
 
+        The iterator registers with the server on its first step (its first ``anext``), not
+        when ``subscribe()`` returns, and an iterator closed before that holds nothing: in
+        volatile mode a broadcast sent before the first step is not received.
         ``statistics().subscriptions`` counts the iterators registered with the server: a
         broadcast sent after it went up is received. In durable mode a message counts as seen
         once the subscriber asks for the next one or closes the iterator; one whose handling

@@ -13,7 +13,12 @@ Guarantees:
   messages until its heartbeat expires on the clock
   [tests/message_queue/test_queue_conformance.py::test_dead_consumer_is_reclaimed];
 - a cached broadcast expires after ``BROADCAST_CACHE_TTL`` seconds of the clock
-  [tests/message_queue/test_memory.py::test_cached_broadcast_expires_on_the_clock];
+  [tests/message_queue/test_memory.py::test_cached_broadcast_expires_on_the_clock], and the
+  other records Redis keeps with a TTL expire like them on the clock: per-handler progress and
+  error history after ``handled_ttl``
+  [tests/message_queue/test_queue_conformance.py::test_handled_records_expire_after_handled_ttl],
+  a durable subscriber's position after ``durable_cursor_ttl``
+  [tests/message_queue/test_queue_conformance.py::test_durable_cursor_expires_after_its_ttl];
 - trimming follows the Redis policy: never an entry pending or undelivered in a group
   [tests/message_queue/test_memory.py::test_trim_keeps_pending_and_undelivered].
 
@@ -59,6 +64,7 @@ from .types import (
 __all__ = ("Clock", "ManualClock", "MemoryBroker", "MemoryMessageQueue", "SystemClock")
 
 T = TypeVar("T")
+K = TypeVar("K")
 EntryId = tuple[int, int]
 
 
@@ -166,10 +172,11 @@ class MemoryBroker:
         self._dead: _Stream[DeadLetter] = _Stream()
         self._durable: _Stream[Mapping[str, str]] = _Stream()
         self._consumers: dict[tuple[str, str], _ConsumerRecord] = {}
-        self._handled: dict[tuple[str, str], set[str]] = {}
-        self._errors: dict[tuple[str, str], list[str]] = {}
+        # records that expire like Redis keys with a TTL: (value, expiry on the clock)
+        self._handled: dict[tuple[str, str], tuple[set[str], float]] = {}
+        self._errors: dict[tuple[str, str], tuple[list[str], float]] = {}
         self._cache: dict[str, tuple[Mapping[str, str], float]] = {}
-        self._cursors: dict[str, EntryId] = {}
+        self._cursors: dict[str, tuple[EntryId, float]] = {}
         self._subscribers: set[asyncio.Queue[Mapping[str, str] | None]] = set()
         self._changed = asyncio.Event()
         if isinstance(clock, ManualClock):
@@ -191,6 +198,17 @@ class MemoryBroker:
                 await event.wait()
         except TimeoutError:
             pass
+
+    def _live(self, table: dict[K, tuple[T, float]], key: K) -> T | None:
+        """The value stored under ``key`` unless it expired (then it is dropped)."""
+        item = table.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if self._now() >= expires:
+            del table[key]
+            return None
+        return value
 
     def _stream(self, key: str) -> _Stream[Mapping[str, str]]:
         stream = self._streams.get(key)
@@ -232,6 +250,9 @@ class MemoryMessageQueue(AbstractMessageQueue):
         self._durable_subscribing = False
         self._in_flight: dict[str, int] = {}
         self._retries: list[tuple[float, str]] = []
+        self._waiting: set[str] = set()
+        """Messages nacked (or read and not handed out) waiting for their redelivery; the
+        retry heap may still hold stale entries for ids no longer here."""
         self._settled = asyncio.Event()
         self._wake_subscribers: set[asyncio.Queue[Mapping[str, str] | None]] = set()
         self._delivered = 0
@@ -372,6 +393,7 @@ class MemoryMessageQueue(AbstractMessageQueue):
             # Collected but never handed out: deliver them again on the next read.
             for message in batch:
                 if self._in_flight.pop(message.msg_id, None) is not None:
+                    self._waiting.add(message.msg_id)
                     heapq.heappush(self._retries, (self._broker._now(), message.msg_id))
 
     def _wait_time(self) -> float:
@@ -406,7 +428,7 @@ class MemoryMessageQueue(AbstractMessageQueue):
 
         # 1. take over the pending entries of dead consumers (ids and order kept), and hand
         #    back our own that we do not track (a previous life under the same consumer id)
-        waiting = {msg_id for _, msg_id in self._retries}
+        waiting = self._waiting
         for replay in (False, True):
             stream = broker._stream(replay_stream(group) if replay else ANYCAST_STREAM)
             pel = stream.groups[group].pel
@@ -434,6 +456,9 @@ class MemoryMessageQueue(AbstractMessageQueue):
         # 2. nacked messages whose retry delay has passed (and orphans handed back)
         while self._retries and self._retries[0][0] <= now and len(out) < room:
             _, msg_id = heapq.heappop(self._retries)
+            if msg_id not in waiting:
+                continue  # settled meanwhile: a stale heap entry
+            waiting.discard(msg_id)
             stream, entry = self._locate(group, msg_id)
             retried = stream.groups[group].pel.get(entry)
             if retried is None or retried.consumer != self._consumer:
@@ -471,6 +496,7 @@ class MemoryMessageQueue(AbstractMessageQueue):
                 self._acked += 1
             if msg_id in self._in_flight:
                 self._settle(msg_id)
+            self._waiting.discard(msg_id)
             self._broker._handled.pop((group, msg_id), None)
             self._broker._errors.pop((group, msg_id), None)
         self._broker._notify()
@@ -489,6 +515,7 @@ class MemoryMessageQueue(AbstractMessageQueue):
             return
         self._record_error(group, msg_id, error)
         self._settle(msg_id)
+        self._waiting.add(msg_id)
         heapq.heappush(self._retries, (self._broker._now() + self._config.retry_delay, msg_id))
         self._broker._notify()
 
@@ -503,11 +530,13 @@ class MemoryMessageQueue(AbstractMessageQueue):
         stream, entry = self._locate(group, msg_id)
         self._move_to_dlq(group, msg_id, stream.entries.get(entry, {}), error)
 
-    def _record_error(self, group: str, msg_id: str, error: str) -> list[str]:
-        errors = self._broker._errors.setdefault((group, msg_id), [])
+    def _record_error(self, group: str, msg_id: str, error: str) -> None:
+        # like Redis: RPUSH, LTRIM to the limit, PEXPIRE handled_ttl
+        broker = self._broker
+        errors = broker._live(broker._errors, (group, msg_id)) or []
         errors.append(error)
         del errors[: -self._config.error_history_limit]
-        return errors
+        broker._errors[(group, msg_id)] = (errors, broker._now() + self._config.handled_ttl)
 
     def _move_to_dlq(
         self,
@@ -519,8 +548,11 @@ class MemoryMessageQueue(AbstractMessageQueue):
         attempts: int | None = None,
     ) -> None:
         broker = self._broker
-        history = self._record_error(group, msg_id, error)[:-1]
+        # the errors of earlier attempts (the last ``error_history_limit``), not this one
+        earlier = broker._live(broker._errors, (group, msg_id)) or []
+        history = earlier[-self._config.error_history_limit :]
         count = self._settle(msg_id) if attempts is None else self._in_flight.pop(msg_id)
+        self._waiting.discard(msg_id)
         letter_attempts = attempts if attempts is not None else count
         stream, entry = self._locate(group, msg_id)
         stream.groups[group].pel.pop(entry, None)
@@ -548,13 +580,16 @@ class MemoryMessageQueue(AbstractMessageQueue):
         """Record that ``handler`` succeeded on ``msg_id`` (dropped when it is acked)."""
         self._check_open()
         group = self._require_group()
-        self._broker._handled.setdefault((group, msg_id), set()).add(handler)
+        broker = self._broker
+        handlers = broker._live(broker._handled, (group, msg_id)) or set()
+        handlers.add(handler)  # like Redis: SADD, PEXPIRE handled_ttl
+        broker._handled[(group, msg_id)] = (handlers, broker._now() + self._config.handled_ttl)
 
     async def handled(self, msg_id: str) -> frozenset[str]:
         """Handlers recorded by :meth:`mark_handled` for ``msg_id`` in this group."""
         self._check_open()
         group = self._require_group()
-        return frozenset(self._broker._handled.get((group, msg_id), ()))
+        return frozenset(self._broker._live(self._broker._handled, (group, msg_id)) or ())
 
     # -- broadcast ----------------------------------------------------------------
 
@@ -599,15 +634,15 @@ class MemoryMessageQueue(AbstractMessageQueue):
             if self._durable_subscribing:
                 raise MessageQueueError("a durable subscribe() is already running on this client")
             return self._subscribe_durable(subscriber)
+        return self._subscribe_volatile()
+
+    async def _subscribe_volatile(self) -> AsyncGenerator[BroadcastMessage, None]:
+        # Registered on the first step, as Redis subscribes then: an iterator never run
+        # holds nothing, and a broadcast sent before it started is not received.
         queue: asyncio.Queue[Mapping[str, str] | None] = asyncio.Queue()
         self._broker._subscribers.add(queue)
         self._wake_subscribers.add(queue)
         self._subscriptions += 1
-        return self._subscribe_volatile(queue)
-
-    async def _subscribe_volatile(
-        self, queue: asyncio.Queue[Mapping[str, str] | None]
-    ) -> AsyncGenerator[BroadcastMessage, None]:
         try:
             while not self._closed:
                 message = await queue.get()
@@ -624,7 +659,10 @@ class MemoryMessageQueue(AbstractMessageQueue):
             raise MessageQueueError("a durable subscribe() is already running on this client")
         self._durable_subscribing = True
         broker = self._broker
-        cursor = broker._cursors.setdefault(subscriber, broker._durable.last)
+        ttl = self._config.durable_cursor_ttl
+        stored = broker._live(broker._cursors, subscriber)
+        cursor = stored if stored is not None else broker._durable.last
+        broker._cursors[subscriber] = (cursor, broker._now() + ttl)
         self._subscriptions += 1
         try:
             while not self._closed:
@@ -639,7 +677,8 @@ class MemoryMessageQueue(AbstractMessageQueue):
                         )
                     finally:
                         # Seen once the subscriber asks for the next one or stops iterating.
-                        cursor = broker._cursors[subscriber] = entry
+                        cursor = entry
+                        broker._cursors[subscriber] = (entry, broker._now() + ttl)
                     if self._closed:
                         break
         finally:
@@ -702,7 +741,7 @@ class MemoryMessageQueue(AbstractMessageQueue):
             delivered=self._delivered,
             acked=self._acked,
             dead_lettered=self._dead_lettered,
-            retry_waiting=len(self._retries),
+            retry_waiting=len(self._waiting),
             reclaimed=self._reclaimed,
             subscriptions=self._subscriptions,
         )

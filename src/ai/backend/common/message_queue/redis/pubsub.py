@@ -128,7 +128,7 @@ class BroadcastMixin(RedisQueueBase):
         assert self._streams is not None
         streams = self._streams
         key = _cursor_key(subscriber)
-        ttl = max(1, int(self._config.durable_cursor_ttl))
+        ttl_ms = max(1, int(self._config.durable_cursor_ttl * 1000))
         # Taken on the first step (see _consume): a never-run iterator holds nothing.
         if self._durable_subscribing:
             raise MessageQueueError("a durable subscribe() is already running on this client")
@@ -137,7 +137,7 @@ class BroadcastMixin(RedisQueueBase):
             with _translated("subscribe"):
                 stored = await self._client.execute("GET", key)
                 cursor = stored.decode() if stored else await streams.last_id(BROADCAST_STREAM)
-                await self._client.execute("SET", key, cursor, "EX", ttl)
+                await self._client.execute("SET", key, cursor, "PX", ttl_ms)
             self._subscriptions += 1
             try:
                 async with contextlib.aclosing(self._durable_messages(streams, cursor)) as it:
@@ -147,7 +147,7 @@ class BroadcastMixin(RedisQueueBase):
                         finally:
                             # Seen once the subscriber asks for the next one or stops.
                             assert message.msg_id is not None
-                            await self._store_cursor(key, message.msg_id, ttl)
+                            await self._store_cursor(key, message.msg_id, ttl_ms)
             finally:
                 self._subscriptions -= 1
         finally:
@@ -193,9 +193,9 @@ class BroadcastMixin(RedisQueueBase):
             log.warning("skipping undecodable durable broadcast %s: %s", entry.id, exc)
             return None
 
-    async def _store_cursor(self, key: str, cursor: str, ttl: int) -> None:
+    async def _store_cursor(self, key: str, cursor: str, ttl_ms: int) -> None:
         try:
-            await self._client.execute("SET", key, cursor, "EX", ttl)
+            await self._client.execute("SET", key, cursor, "PX", ttl_ms)
         except ValkeyError as exc:
             # The subscriber goes on from its in-memory position; a restart before the next
             # successful store sees this message again (at-least-once, never a gap).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -14,23 +15,32 @@ from ai.backend.common.leader import LeadershipChange, RedisLeaderElection
 @pytest.mark.redis
 async def test_leader_steps_down_when_redis_dies(redis_server_factory: Any) -> None:
     server = redis_server_factory()
-    changes: list[LeadershipChange] = []
+    changes: list[tuple[float, LeadershipChange]] = []
     target = ValkeyTarget.from_url(server.url, request_timeout=0.2)
     async with (
         ValkeyClient(target) as client,
         RedisLeaderElection(client, "lonely", ttl=1.5) as election,
     ):
-        election.add_observer(changes.append)
+        # The election's clock is time.monotonic (SystemClock): valid_until is on that scale.
+        election.add_observer(lambda change: changes.append((time.monotonic(), change)))
         async with asyncio.timeout(5):
             await election.wait_for_leadership()
         await asyncio.to_thread(server.kill)
-        async with asyncio.timeout(1.5 + 3):
+        # No renewal can succeed from now on: the leadership in force ends at this instant.
+        certain_until = election.valid_until
+        assert certain_until > 0
+        async with asyncio.timeout(1.5 + 1):
             await election.wait_for_step_down()
         assert not election.is_leader
+        stepped_down_at, change = changes[-1]
+        assert not change.is_leader
+        assert "renewal(s) failed" in change.reason
+        # It stepped down by its own count of failures, before its certainty ran out (and so
+        # before the key could expire on the server), not because the clock ran out.
+        assert stepped_down_at <= certain_until
         stats = election.statistics()
         assert stats.renew_failures >= 2
         assert stats.step_downs == 1
-        assert "renewal(s) failed" in changes[-1].reason
         await asyncio.to_thread(server.start)
         async with asyncio.timeout(10):
             await election.wait_for_leadership()  # back when Redis is back

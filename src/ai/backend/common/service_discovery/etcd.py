@@ -7,6 +7,9 @@ etcd lease that the etcd client keeps alive: when the process dies, its records 
 the TTL instead of waiting for a sweep.
 
 Guarantees:
+- the keys and values are upstream's, key by key, and records upstream wrote are read
+  [tests/service_discovery/test_layout.py::test_etcd_keys_match_upstream]
+  [tests/service_discovery/test_layout.py::test_reads_records_written_the_upstream_way];
 - a record of a process killed with SIGKILL is gone within its TTL
   [tests/service_discovery/test_proof.py::test_killed_process_record_disappears];
 - if the lease is lost while the instance is open (expired during a partition, revoked), a new

@@ -11,6 +11,8 @@ Sentinel or Cluster); its errors are mapped (``ValkeyConnectionError``/``ValkeyT
 ``ServiceDiscoveryUnavailable``, other ``ValkeyError`` -> ``ServiceDiscoveryError``).
 
 Guarantees:
+- the hash fields and their JSON values are upstream's, and hashes upstream wrote are read
+  [tests/service_discovery/test_layout.py::test_redis_hash_matches_upstream];
 - a record whose key expired while its owner is open (Redis restarted, owner stalled) is
   written again and ``on_records_restored`` is called
   [tests/service_discovery/test_discovery_conformance.py::test_lost_records_are_restored];

@@ -109,6 +109,11 @@ class ManagedProcess:
         return self._proc.pid
 
     @property
+    def spawned_pid(self) -> int | None:
+        """PID of the last process started, running or not (None before the first start)."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def returncode(self) -> int | None:
         """Exit status of the last run, or None while it runs or before the first start."""
         return None if self._proc is None else self._proc.poll()

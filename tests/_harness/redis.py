@@ -203,10 +203,11 @@ class RedisServer:
         if process is None:
             return  # an external server: nothing to compare with
         reported = self.server_pid()
-        if reported != process.pid:
+        ours = process.spawned_pid  # also when ours just died failing to bind the port
+        if reported != ours:
             raise ForeignServerError(
                 f"port {self.port} is answered by a server with pid {reported}, not by our "
-                f"{process.name} (pid {process.pid}): another process holds the port"
+                f"{process.name} (pid {ours}): another process holds the port"
             )
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 import redis
@@ -13,6 +14,7 @@ from redis.backoff import NoBackoff
 from tests._harness import (
     ExternalServerError,
     HarnessError,
+    ManagedProcess,
     RedisServer,
     free_port,
     redis_server_from_env,
@@ -248,3 +250,17 @@ def test_restart_refuses_a_server_that_took_the_port(
             ours.start()
     finally:
         squatter.destroy()
+
+
+def test_identity_check_survives_our_process_exiting(
+    redis_server_factory: RedisServerFactory, tmp_path: Path
+) -> None:
+    """Under load our server may die failing to bind just after the stranger answered PING:
+    that is still a foreign server (retry on a new port), not an unexplained start failure."""
+    foreign = redis_server_factory(name="foreign")
+    gone = ManagedProcess("gone", ["true"], tmp_path)
+    gone.start()
+    gone.stop()
+    server = RedisServer("127.0.0.1", foreign.port, process=gone)
+    with pytest.raises(harness_redis.ForeignServerError, match=f"pid {gone.spawned_pid}"):
+        server.check_identity()

@@ -1,4 +1,4 @@
-"""Redis election only: a leader whose Redis dies steps down by itself."""
+"""Redis election only: a leader whose Redis dies steps down by itself; ``wait_replicas``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 
 from ai.backend.common.clients.valkey import ValkeyClient, ValkeyTarget
 from ai.backend.common.leader import LeadershipChange, RedisLeaderElection
+from tests._harness.sentinel import RedisSentinelSet
+from tests._helpers import until
 
 
 @pytest.mark.redis
@@ -44,3 +46,26 @@ async def test_leader_steps_down_when_redis_dies(redis_server_factory: Any) -> N
         await asyncio.to_thread(server.start)
         async with asyncio.timeout(10):
             await election.wait_for_leadership()  # back when Redis is back
+
+
+@pytest.mark.sentinel
+async def test_wait_replicas_on_sentinel(redis_sentinel: RedisSentinelSet) -> None:
+    target = ValkeyTarget.sentinel(
+        redis_sentinel.sentinels, redis_sentinel.service_name, request_timeout=2.0
+    )
+    async with (
+        ValkeyClient(target) as client,
+        # the set has one replica: one acknowledgement can come, two never
+        RedisLeaderElection(client, "replicated", ttl=1.5, wait_replicas=1) as replicated,
+        RedisLeaderElection(client, "unsafe", name="other", ttl=1.5, wait_replicas=2) as unsafe,
+    ):
+        async with asyncio.timeout(5):
+            await replicated.wait_for_leadership()
+        await until(lambda: replicated.statistics().renewals >= 1, what="a replicated renewal")
+        assert redis_sentinel.replica.command("GET", replicated.key) == "replicated"
+        await until(lambda: unsafe.statistics().acquire_failures >= 2, what="refused attempts")
+        assert not unsafe.is_leader
+        assert unsafe.statistics().terms == 0
+        assert await unsafe.current_leader() is None  # each won lease was given back
+    with pytest.raises(ValueError, match="wait_replicas"):
+        RedisLeaderElection(client, "bad", wait_replicas=-1)

@@ -18,8 +18,15 @@ Guarantees:
 - a leader whose lease was taken away steps down
   [tests/leader/test_election_conformance.py::test_lost_lease_steps_down].
 
-Limits: "at any time" assumes clocks advance at the same rate on the candidates and the server
-(the safety margin, 10 % of the TTL by default, absorbs drift).
+Limits:
+- "at any time" assumes clocks advance at the same rate on the candidates and the server (the
+  safety margin, 10 % of the TTL by default, absorbs drift);
+- on Redis with Sentinel, replication is asynchronous: a failover can promote a replica that
+  lacks the latest write of the lease key, so a second candidate may win while the first still
+  believes it leads, until its ``valid_until``. ``RedisLeaderElection(wait_replicas=N)`` counts
+  a lease taken or renewed only once ``N`` replicas acknowledged it (``WAIT``), which narrows
+  the window without closing it; etcd (Raft) has no such window
+  [tests/leader/test_redis.py::test_wait_replicas_on_sentinel].
 """
 
 from .abc import AbstractLeaderElection

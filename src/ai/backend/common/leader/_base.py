@@ -67,6 +67,7 @@ class LeaseElection(AbstractLeaderElection):
         self._renewals = 0
         self._renew_failures = 0
         self._step_downs = 0
+        self._acquire_failures = 0
 
     # -- public ----------------------------------------------------------------------
 
@@ -152,6 +153,7 @@ class LeaseElection(AbstractLeaderElection):
             renewals=self._renewals,
             renew_failures=self._renew_failures,
             step_downs=self._step_downs,
+            acquire_failures=self._acquire_failures,
         )
 
     # -- state machine ---------------------------------------------------------------
@@ -193,6 +195,7 @@ class LeaseElection(AbstractLeaderElection):
                 try:
                     won = await self._try_acquire()
                 except LeaderElectionUnavailable:
+                    self._acquire_failures += 1
                     await self._clock.sleep(self._retry_interval)
                     continue
                 if won:

@@ -38,6 +38,9 @@ class LeaderStatistics:
     """Renewals that failed (backend unreachable or too slow)."""
     step_downs: int
     """Times this candidate stopped being leader while running."""
+    acquire_failures: int = 0
+    """Attempts to take the lease that failed (backend unreachable, or the write not
+    acknowledged by ``wait_replicas`` replicas)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 from contextlib import aclosing
 
 import pytest
 
 from ai.backend.common.message_queue import (
     BROADCAST_CACHE_TTL,
+    AnycastMessage,
     ManualClock,
     MemoryBroker,
     MemoryMessageQueue,
@@ -15,7 +19,7 @@ from ai.backend.common.message_queue import (
     QueueConfig,
 )
 
-from .conftest import collect
+from .conftest import collect, wait_for
 
 
 def event(n: int) -> dict[str, str]:
@@ -68,3 +72,38 @@ async def test_abort_then_aclose_is_a_no_op() -> None:
     await queue.aclose()
     with pytest.raises(QueueClosed):
         await queue.open()
+
+
+async def test_liveness_follows_the_heartbeat_task_on_a_real_clock() -> None:
+    """On a clock other than ManualClock a task beats every heartbeat_ttl / 3: a live slow
+    consumer keeps its message past several TTLs, and loses it once its heartbeat stops."""
+    broker = MemoryBroker()  # the system clock
+    config = QueueConfig(group="g", heartbeat_ttl=0.3, block_seconds=0.02, reclaim_interval=0.02)
+    async with (
+        MemoryMessageQueue(broker, dataclasses.replace(config, consumer_id="slow")) as slow,
+        MemoryMessageQueue(broker, dataclasses.replace(config, consumer_id="other")) as other,
+        MemoryMessageQueue(broker) as producer,
+    ):
+        held = await producer.send(event(1))
+        async with aclosing(slow.consume()) as messages:
+            await collect(messages, 1)
+            got: list[AnycastMessage] = []
+
+            async def pump() -> None:
+                async with aclosing(other.consume()) as it:
+                    async for message in it:
+                        got.append(message)
+
+            pumping = asyncio.create_task(pump())
+            try:
+                await asyncio.sleep(0.7)  # more than two heartbeat lifetimes
+                marker = await producer.send(event(2))
+                await wait_for(lambda: any(m.msg_id == marker for m in got))
+                assert [m.msg_id for m in got] == [marker]  # the held one was not taken
+                await slow.abort()  # its heartbeat stops: it is dead heartbeat_ttl later
+                await wait_for(lambda: len(got) == 2)
+                assert (got[1].msg_id, got[1].delivery_count) == (held, 2)
+            finally:
+                pumping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pumping

@@ -791,3 +791,37 @@ async def test_outage_longer_than_heartbeat_ttl_steals_nothing(
             assert [m.msg_id for m in got_b] == markers  # never the held message
             await a.ack(held)
         assert b.statistics().reclaimed == 0
+
+
+# -- durable broadcast: at-least-once --------------------------------------------------------
+
+
+async def test_durable_broadcast_repeats_when_its_cursor_is_not_stored(
+    target: ValkeyTarget,
+) -> None:
+    """The store of a subscriber's position fails (Redis unreachable at that moment): the
+    subscriber goes on, and after a restart that message comes again (at-least-once)."""
+    blip = Blip("set")
+    durable: dict[str, Any] = {"broadcast_mode": BroadcastMode.DURABLE, "subscriber_id": "sse-1"}
+    config = dataclasses.replace(FAST, **durable)
+    got: list[BroadcastMessage] = []
+    async with opened(target) as producer:
+        async with RedisMessageQueue(target, config, hook=blip) as first_life:
+            messages = first_life.subscribe()
+            reader = asyncio.create_task(anext(messages))
+            await wait_for(lambda: first_life.statistics().subscriptions == 1)
+            await producer.broadcast(event(1))
+            await producer.broadcast(event(2))
+            got.append(await reader)
+            got.append(await anext(messages))  # the position of 1 is stored now
+            blip.armed = True  # the store of 2's position, on close, fails
+            await messages.aclose()
+            assert blip.hit.is_set()
+        await producer.broadcast(event(3))
+        async with (
+            opened(target, **durable) as second_life,
+            aclosing(second_life.subscribe()) as messages,
+        ):
+            got.append(await anext(messages))
+            got.append(await anext(messages))
+    assert [m.fields for m in got] == [event(1), event(2), event(2), event(3)]

@@ -38,7 +38,7 @@ Guarantees (both backends unless marked):
   free to start another
   [tests/message_queue/test_queue_conformance.py::test_closing_an_unstarted_iterator_frees_the_client];
 - durable broadcast: a subscriber that comes back under the same ``subscriber_id`` gets what it
-  missed, in order, exactly once
+  missed, in order, with no gap, each message once when its position was stored
   [tests/message_queue/test_queue_conformance.py::test_durable_broadcast_resumes];
 - entries of the upstream format (with and without ``_retry_count``) are decoded, and the same
   fields / broadcast JSON are written for the same input
@@ -59,6 +59,10 @@ Limits:
   [tests/message_queue/test_redis.py::test_kill_9_consumer_loses_nothing];
 - a volatile subscriber misses what is broadcast while it is away (upstream pub/sub)
   [tests/message_queue/test_queue_conformance.py::test_volatile_broadcast_misses_while_away];
+- durable broadcast is at-least-once, not exactly-once: a message whose handling a crash cut,
+  or whose position could not be stored (Redis unreachable at that moment), comes again after
+  a restart
+  [tests/message_queue/test_redis.py::test_durable_broadcast_repeats_when_its_cursor_is_not_stored];
 - Redis: without ``wait_replicas`` a failover can lose publishes acknowledged just before it;
   with it none is lost [tests/message_queue/test_redis.py::test_sentinel_failover_during_flow].
 """

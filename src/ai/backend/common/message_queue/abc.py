@@ -30,7 +30,9 @@ class AbstractMessageQueue(abc.ABC):
 
     Broadcast: every subscriber receives every broadcast sent while it is subscribed, in
     order. In durable mode it also receives, on (re)subscribing under the same
-    ``subscriber_id``, those sent while it was away (within the retention), exactly once.
+    ``subscriber_id``, those sent while it was away (within the retention), in order and with
+    no gap: at least once, and once only if the position of the last one it saw was stored
+    (not when a crash cut its handling, or the store failed).
 
     ``async with`` opens the client; ``aclose()`` closes it and is idempotent. Errors are
     :class:`~.exceptions.MessageQueueError` subclasses, never a backend's own.

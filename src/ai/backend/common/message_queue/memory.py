@@ -9,8 +9,14 @@ clock: pass a :class:`ManualClock` and move it with :meth:`ManualClock.advance`.
 
 Guarantees:
 - the whole conformance suite of the interface [tests/message_queue/test_queue_conformance.py];
-- a client stopped with :meth:`MemoryMessageQueue.abort` (a simulated crash) keeps its pending
-  messages until its heartbeat expires on the clock
+- liveness follows heartbeats on the broker's clock, as on Redis: a client with a group beats
+  on every move of a :class:`ManualClock` (synchronously, so however far the clock jumps a
+  live client keeps its work) or, on another clock, every ``heartbeat_ttl / 3`` seconds from
+  a task it owns; it counts as dead ``heartbeat_ttl`` after its last beat
+  [tests/message_queue/test_queue_conformance.py::test_live_slow_consumer_is_not_stolen]
+  [tests/message_queue/test_memory.py::test_liveness_follows_the_heartbeat_task_on_a_real_clock];
+- a client stopped with :meth:`MemoryMessageQueue.abort` (a simulated crash) stops beating and
+  keeps its pending messages until its heartbeat expires on the clock
   [tests/message_queue/test_queue_conformance.py::test_dead_consumer_is_reclaimed];
 - a cached broadcast expires after ``BROADCAST_CACHE_TTL`` seconds of the clock
   [tests/message_queue/test_memory.py::test_cached_broadcast_expires_on_the_clock], and the
@@ -107,6 +113,11 @@ class ManualClock:
         """Call ``listener`` after every :meth:`advance`."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener`` (no-op if it is not registered)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
 
 @dataclass
 class _Pending:
@@ -158,8 +169,8 @@ class _Stream(Generic[T]):
 
 @dataclass
 class _ConsumerRecord:
-    alive: bool
     beat: float
+    """When the consumer last beat (clock time); it is dead ``ttl`` later."""
     ttl: float
 
 
@@ -218,9 +229,9 @@ class MemoryBroker:
 
     def _is_dead(self, group: str, consumer: str) -> bool:
         record = self._consumers.get((group, consumer))
-        if record is None:
+        if record is None:  # left cleanly, or never had a heartbeat (an upstream consumer)
             return True
-        return not record.alive and self._now() >= record.beat + record.ttl
+        return self._now() >= record.beat + record.ttl
 
     def stream_length(self, key: str = ANYCAST_STREAM) -> int:
         """Entries currently in a stream (for tests and diagnostics)."""
@@ -248,6 +259,8 @@ class MemoryMessageQueue(AbstractMessageQueue):
         self._closed = False
         self._consuming = False
         self._durable_subscribing = False
+        self._record: _ConsumerRecord | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._in_flight: dict[str, int] = {}
         self._retries: list[tuple[float, str]] = []
         self._waiting: set[str] = set()
@@ -280,9 +293,9 @@ class MemoryMessageQueue(AbstractMessageQueue):
             events.groups.setdefault(group, _Group(last_delivered=events.last))
             replay = self._broker._stream(replay_stream(group))
             replay.groups.setdefault(group, _Group(last_delivered=(0, 0)))
-            self._broker._consumers[(group, self._consumer)] = _ConsumerRecord(
-                alive=True, beat=self._broker._now(), ttl=self._config.heartbeat_ttl
-            )
+            self._record = _ConsumerRecord(self._broker._now(), self._config.heartbeat_ttl)
+            self._broker._consumers[(group, self._consumer)] = self._record
+            self._start_heartbeat()
         self._opened = True
 
     async def aclose(self) -> None:
@@ -290,8 +303,10 @@ class MemoryMessageQueue(AbstractMessageQueue):
         if self._closed:
             return
         self._shutdown()
-        if self._config.group is not None:
-            self._broker._consumers.pop((self._config.group, self._consumer), None)
+        await self._stop_heartbeat()
+        key = (self._config.group or "", self._consumer)
+        if self._record is not None and self._broker._consumers.get(key) is self._record:
+            del self._broker._consumers[key]  # not a later life's record under the same name
         self._broker._notify()
 
     async def abort(self) -> None:
@@ -300,11 +315,43 @@ class MemoryMessageQueue(AbstractMessageQueue):
         if self._closed:
             return
         self._shutdown()
-        record = self._broker._consumers.get((self._config.group or "", self._consumer))
-        if record is not None:
-            record.alive = False
-            record.beat = self._broker._now()
+        await self._stop_heartbeat()
         self._broker._notify()
+
+    # -- heartbeat: liveness follows it, on the broker's clock, as on Redis --------
+
+    def _beat(self) -> None:
+        if self._record is not None:
+            self._record.beat = self._broker._now()
+
+    def _start_heartbeat(self) -> None:
+        """Beat on every move of a :class:`ManualClock` (synchronously, so a live client
+        never looks dead however far the clock jumps), else every ``heartbeat_ttl / 3``
+        seconds from a task this client owns."""
+        clock = self._broker.clock
+        if isinstance(clock, ManualClock):
+            clock.add_listener(self._beat)
+        else:
+            self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="mq-heartbeat")
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.heartbeat_ttl / 3)
+            self._beat()
+
+    async def _stop_heartbeat(self) -> None:
+        clock = self._broker.clock
+        if isinstance(clock, ManualClock):
+            clock.remove_listener(self._beat)
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # we are being cancelled ourselves
 
     def _shutdown(self) -> None:
         self._closed = True

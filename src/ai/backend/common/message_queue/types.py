@@ -53,8 +53,9 @@ class BroadcastMode(enum.StrEnum):
     VOLATILE = "volatile"
     """Upstream pub/sub only: a subscriber that is down misses what was sent meanwhile."""
     DURABLE = "durable"
-    """Read from the durable broadcast stream from the subscriber's last seen id: in order,
-    exactly once per subscriber id, nothing missed within the retention window."""
+    """Read from the durable broadcast stream from the subscriber's last stored id: in order,
+    nothing missed within the retention window, at least once per subscriber id (a message
+    comes again if its handling was cut by a crash or its position could not be stored)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +148,10 @@ class QueueConfig:
     retry_delay: float = 0.5
     """Delay before a nacked message is delivered again."""
     anycast_trim_maxlen: int = 10_000
-    """Acked anycast history kept (approximate); pending entries are never trimmed."""
+    """When the anycast stream holds more entries than this, the trimmer removes the acked
+    history: every entry below the oldest one a group still needs (pending or undelivered),
+    so between 0 and about this many acked entries are kept; pending and undelivered entries
+    are never trimmed, whatever the length."""
     broadcast_mode: BroadcastMode = BroadcastMode.VOLATILE
     """How ``subscribe()`` receives broadcasts; producers always write both forms."""
     subscriber_id: str | None = None

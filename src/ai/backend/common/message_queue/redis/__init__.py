@@ -17,8 +17,9 @@ Broadcast: ``PUBLISH events_all <upstream JSON>`` (+ ``SET <cache_id> <json> EX 
 the same round trip, ``XADD events:broadcast MAXLEN ~ broadcast_retention``. A durable
 subscriber reads that stream from the id stored under ``events:broadcast:cursor:<id>``; the
 cursor moves to a message once the subscriber asks for the next one or stops iterating, so
-across disconnects and restarts it gets every message once, in order (the one it was handling
-when its process died comes again).
+across disconnects and restarts it gets every message in order with no gap, and once unless it
+was being handled when the process died or its cursor could not be stored (then it comes again:
+at-least-once).
 
 Guarantees: the conformance suite [tests/message_queue/test_queue_conformance.py] and
 [tests/message_queue/test_redis.py]: byte-identical upstream fields and JSON

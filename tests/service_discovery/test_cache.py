@@ -115,3 +115,38 @@ async def test_cache_reads_its_own_writes_at_once() -> None:
         assert cache.lookup("storage", record.id) == record
         await cache.deregister("storage", record.id)
         assert cache.lookup("storage", record.id) is None
+
+
+async def test_heartbeats_do_not_reparse() -> None:
+    now = [1_000.0]
+    async with (
+        MemoryEtcd("c") as etcd,
+        CachedServiceDiscovery(
+            EtcdServiceDiscovery(etcd, ttl=30, wall_clock=lambda: now[0])
+        ) as cache,
+    ):
+        records = [make_record("agent", port=p) for p in range(20)]
+        for record in records:
+            await cache.heartbeat(record)
+        assert len(cache.prometheus_targets(now=1_000.0)) == 20
+        parsed = cache.cache_statistics().parses
+        assert parsed == 20
+        now[0] = 2_000.0
+        for record in records[:5]:
+            await cache.heartbeat(record)  # the other 15 are now 1,000 s old: unhealthy
+        healthy = cache.prometheus_targets(heartbeat_timeout=300, now=2_000.0)
+        assert sorted(g["labels"]["service_id"] for g in healthy) == sorted(
+            str(r.id) for r in records[:5]
+        )
+        assert cache.cache_statistics().parses == parsed  # no record was parsed again
+        # a lookup sees the new heartbeat, still without parsing
+        beat = cache.lookup("agent", records[0].id)
+        assert beat is not None
+        assert beat.health_status.last_heartbeat == 2_000.0
+        assert beat == records[0].with_heartbeat(2_000.0)
+        assert cache.cache_statistics().parses == parsed
+        # any other change is parsed again, for that record only
+        await cache.register(beat.model_copy(update={"labels": {"zone": "b"}}))
+        groups = cache.prometheus_targets(heartbeat_timeout=300, now=2_000.0)
+        assert {g["labels"].get("zone") for g in groups} == {None, "b"}
+        assert cache.cache_statistics().parses == parsed + 1

@@ -9,13 +9,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from ai.backend.common.clients.etcd import MemoryEtcd
 from ai.backend.common.service_discovery import (
+    DEFAULT_HEARTBEAT_TIMEOUT,
     AbstractServiceDiscovery,
+    CachedServiceDiscovery,
+    EtcdServiceDiscovery,
     MemoryServiceDiscovery,
     ServiceEndpoint,
     ServiceMetadata,
     make_prometheus_sd_handler,
     prometheus_label_name,
+    prometheus_sd_targets,
 )
 
 from .conftest import make_record
@@ -141,3 +146,54 @@ async def test_backend_failure_is_not_200(serve: Serve) -> None:
     assert resp.status >= 500
     assert resp.content_type == "application/problem+json"
     assert "error_code" in await resp.json()
+
+
+async def test_cached_targets_match_rendered_records(serve: Serve) -> None:
+    now = [10_000.0]
+    async with (
+        MemoryEtcd("sd") as etcd,
+        CachedServiceDiscovery(
+            EtcdServiceDiscovery(etcd, ttl=30, wall_clock=lambda: now[0])
+        ) as cache,
+    ):
+        records = [
+            make_record(group, port=port, labels={"zone": f"z{port}", "app.k8s.io/name": "x"})
+            for group in ("agent", "manager")
+            for port in (1, 2, 3)
+        ]
+        for record in records:
+            await cache.heartbeat(record)
+        no_metrics = make_record("agent", port=9).model_copy(
+            update={
+                "endpoint": ServiceEndpoint(
+                    address="h", port=9, protocol="http", prometheus_address=""
+                )
+            }
+        )
+        await cache.heartbeat(no_metrics)
+        now[0] = 10_200.0
+        await cache.heartbeat(records[0])  # the others are now 200 s old
+        await cache.heartbeat(records[4])
+        for timeout in (DEFAULT_HEARTBEAT_TIMEOUT, 100.0, None):
+            for group in (None, "agent", "manager", "nobody"):
+                for meta in (True, False):
+                    rendered = prometheus_sd_targets(
+                        await (cache.get_service_group(group) if group else cache.discover()),
+                        heartbeat_timeout=timeout,
+                        now=10_250.0,
+                        meta_labels=meta,
+                    )
+                    cached = cache.prometheus_targets(
+                        group, heartbeat_timeout=timeout, now=10_250.0, meta_labels=meta
+                    )
+                    assert cached == rendered, (timeout, group, meta)
+        fresh = cache.prometheus_targets(heartbeat_timeout=100.0, now=10_250.0)
+        assert [g["labels"]["service_id"] for g in fresh] == [  # agent, then manager
+            str(records[0].id),
+            str(records[4].id),
+        ]
+        # and the handler answers the same bytes as rendering the records
+        client = await serve(cache, wall_clock=lambda: 10_250.0)
+        body = await (await client.get("/sd", params={"service_group": "agent"})).json()
+        expected = prometheus_sd_targets(await cache.get_service_group("agent"), now=10_250.0)
+        assert body == expected

@@ -13,7 +13,12 @@ Guarantees:
 - an instance reads its own writes (a write returns once the watch delivered it)
   [tests/service_discovery/test_discovery_conformance.py::test_register_then_get];
 - a compacted history makes the cache re-read everything
-  [tests/service_discovery/test_cache.py::test_resync_after_compaction].
+  [tests/service_discovery/test_cache.py::test_resync_after_compaction];
+- a heartbeat (a change of ``last_heartbeat`` only) re-parses nothing: the record and its
+  Prometheus target group are kept, and only its health is checked again; the SD output is
+  the same as rendering the records
+  [tests/service_discovery/test_cache.py::test_heartbeats_do_not_reparse]
+  [tests/service_discovery/test_prometheus.py::test_cached_targets_match_rendered_records].
 
 Limits: records written by others appear after the watch delivers them (eventual, typically
 milliseconds); if the etcd client is closed, the cache stops following (``stale``).
@@ -22,8 +27,13 @@ milliseconds); if the etcd client is closed, the cache stops following (``stale`
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from ..aio import TaskOwner
 from ..clients.etcd import (
@@ -36,12 +46,26 @@ from ..clients.etcd import (
     unflatten_pairs,
 )
 from ._base import sort_records
+from ._targets import target_group
 from .abc import AbstractServiceDiscovery
 from .etcd import EtcdServiceDiscovery, map_etcd_errors
 from .exceptions import ServiceDiscoveryClosed, ServiceDiscoveryUnavailable, ServiceNotFound
-from .types import ServiceDiscoveryStatistics, ServiceKey, ServiceMetadata
+from .types import (
+    DEFAULT_HEARTBEAT_TIMEOUT,
+    ServiceDiscoveryStatistics,
+    ServiceKey,
+    ServiceMetadata,
+)
 
 __all__ = ("CacheStatistics", "CachedServiceDiscovery")
+
+_HEARTBEAT_KEY = "health_status/last_heartbeat"
+"""The one key a heartbeat changes (relative to the record's prefix)."""
+
+_as_float = TypeAdapter(float).validate_python
+"""Validates last_heartbeat text exactly as the record model does."""
+
+_order = itemgetter(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +82,8 @@ class CacheStatistics:
     """Full re-reads (the first read included)."""
     stale: bool
     """True once the watch ended (the etcd client was closed)."""
+    parses: int = 0
+    """Records parsed (validated) from their keys; a heartbeat does not make one re-parse."""
 
 
 class CachedServiceDiscovery(AbstractServiceDiscovery):
@@ -74,10 +100,15 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         self._tasks = TaskOwner("service-discovery-cache")
         self._raw: dict[ServiceKey, dict[str, str]] = {}
         self._parsed: dict[ServiceKey, ServiceMetadata | None] = {}
+        # A heartbeat changes only last_heartbeat: the parsed record and its rendered SD target
+        # group are kept, and the new value waits here until a lookup copies it in.
+        self._beats: dict[ServiceKey, float] = {}
+        self._targets: dict[tuple[ServiceKey, bool], tuple[tuple[str, str], Any] | None] = {}
         self._groups: dict[str, set[uuid.UUID]] = {}
         self._revision = 0
         self._events = 0
         self._resyncs = 0
+        self._parses = 0
         self._stale = False
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._state = "new"
@@ -134,6 +165,8 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
             snapshot = await self._etcd.get_prefix_flat(self._base, scope=ConfigScopes.GLOBAL)
         self._raw.clear()
         self._parsed.clear()
+        self._beats.clear()
+        self._targets.clear()
         self._groups.clear()
         for key, value in snapshot.items.items():
             self._put_raw(key, value)
@@ -185,9 +218,27 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         if split is None:
             return
         skey, sub = split
-        self._raw.setdefault(skey, {})[sub] = value
+        fields = self._raw.get(skey)
+        if fields is None:
+            fields = self._raw[skey] = {}
+            self._groups.setdefault(skey[0], set()).add(skey[1])
+        old = fields.get(sub)
+        fields[sub] = value
+        if old == value:
+            return  # a record is rewritten whole on every heartbeat: most keys do not change
+        if sub == _HEARTBEAT_KEY and self._parsed.get(skey) is not None:
+            try:
+                self._beats[skey] = _as_float(value)
+                return
+            except ValidationError:
+                pass  # the full parse below will count the record malformed
+        self._invalidate(skey)
+
+    def _invalidate(self, skey: ServiceKey) -> None:
         self._parsed.pop(skey, None)
-        self._groups.setdefault(skey[0], set()).add(skey[1])
+        self._beats.pop(skey, None)
+        self._targets.pop((skey, True), None)
+        self._targets.pop((skey, False), None)
 
     def _delete_raw(self, key: str) -> None:
         split = self._split(key)
@@ -198,7 +249,7 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         if fields is None:
             return
         fields.pop(sub, None)
-        self._parsed.pop(skey, None)
+        self._invalidate(skey)
         if not fields:
             del self._raw[skey]
             members = self._groups.get(skey[0])
@@ -257,13 +308,59 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         """The cached record, or None (no I/O, no await)."""
         key = (service_group, service_id)
         if key in self._parsed:
-            return self._parsed[key]
+            record = self._parsed[key]
+            if record is not None and key in self._beats:
+                record = self._parsed[key] = record.with_heartbeat(self._beats.pop(key))
+            return record
         fields = self._raw.get(key)
         if fields is None:
             return None
         record = self._inner._parse(unflatten_pairs("", fields.items()))
+        self._parses += 1
         self._parsed[key] = record
         return record
+
+    def prometheus_targets(
+        self,
+        service_group: str | None = None,
+        *,
+        heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
+        now: float | None = None,
+        meta_labels: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Prometheus HTTP SD target groups of the cached records (of one group, if given),
+        as :func:`~.prometheus.prometheus_sd_targets` renders them, from memory.
+
+        Each record's target group is rendered once per version of the record and kept across
+        heartbeats (they change only the health check). The groups returned are shared with
+        the cache: encode them, do not change them.
+        """
+        self._check_open()
+        current = time.time() if now is None else now
+        if service_group is None:
+            keys: list[ServiceKey] = list(self._raw)
+        else:
+            keys = [(service_group, i) for i in self._groups.get(service_group, ())]
+        found: list[tuple[tuple[str, str], Any]] = []
+        for key in keys:
+            record = self._parsed[key] if key in self._parsed else self.lookup(*key)
+            if record is None:
+                continue
+            if heartbeat_timeout is not None:
+                beat = self._beats.get(key, record.health_status.last_heartbeat)
+                if not current - beat < heartbeat_timeout:
+                    continue
+            memo = (key, meta_labels)
+            if memo in self._targets:
+                entry = self._targets[memo]
+            else:
+                group = target_group(record, meta_labels=meta_labels)
+                order = (record.service_group, str(record.id))
+                entry = self._targets[memo] = None if group is None else (order, group)
+            if entry is not None:
+                found.append(entry)
+        found.sort(key=_order)
+        return [group for _, group in found]
 
     def lookup_group(self, service_group: str) -> list[ServiceMetadata]:
         """The cached records of a group, sorted by id (no I/O)."""
@@ -330,4 +427,5 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
             events=self._events,
             resyncs=self._resyncs,
             stale=self._stale,
+            parses=self._parses,
         )

@@ -22,7 +22,6 @@ with ``_`` for invalid characters, since one invalid name makes Prometheus drop 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -30,7 +29,9 @@ from typing import Any
 from aiohttp import web
 
 from ..json import dump_json
+from ._targets import META_LABEL_PREFIX, prometheus_label_name, target_group
 from .abc import AbstractServiceDiscovery
+from .cache import CachedServiceDiscovery
 from .exceptions import ServiceDiscoveryError
 from .types import DEFAULT_HEARTBEAT_TIMEOUT, ServiceMetadata, WallClock
 
@@ -40,17 +41,6 @@ __all__ = (
     "prometheus_label_name",
     "prometheus_sd_targets",
 )
-
-META_LABEL_PREFIX = "__meta_backendai_"
-"""Prefix of the relabeling labels added to each target group."""
-
-_INVALID = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def prometheus_label_name(name: str) -> str:
-    """``name`` with every character Prometheus rejects replaced by ``_`` (valid names kept)."""
-    cleaned = _INVALID.sub("_", name) or "_"
-    return f"_{cleaned}" if cleaned[0].isdigit() else cleaned
 
 
 def prometheus_sd_targets(
@@ -64,29 +54,11 @@ def prometheus_sd_targets(
     current = time.time() if now is None else now
     groups: list[dict[str, Any]] = []
     for record in records:
-        endpoint = record.endpoint
-        if not endpoint.prometheus_address:
-            continue
         if heartbeat_timeout is not None and not record.is_healthy(heartbeat_timeout, now=current):
             continue
-        service_id = str(record.id)
-        labels = {prometheus_label_name(k): v for k, v in record.labels.items()}
-        labels["service_id"] = service_id
-        labels["service_group"] = record.service_group
-        labels["display_name"] = record.display_name
-        labels["version"] = record.version
-        if meta_labels:
-            m = META_LABEL_PREFIX
-            labels[m + "service_id"] = service_id
-            labels[m + "service_group"] = record.service_group
-            labels[m + "display_name"] = record.display_name
-            labels[m + "version"] = record.version
-            labels[m + "address"] = endpoint.address
-            labels[m + "port"] = str(endpoint.port)
-            labels[m + "protocol"] = endpoint.protocol
-            for k, v in record.labels.items():
-                labels[m + "label_" + prometheus_label_name(k)] = v
-        groups.append({"targets": [endpoint.prometheus_address], "labels": labels})
+        group = target_group(record, meta_labels=meta_labels)
+        if group is not None:
+            groups.append(group)
     return groups
 
 
@@ -108,19 +80,31 @@ def make_prometheus_sd_handler(
     async def handler(request: web.Request) -> web.Response:
         group = request.query.get("service_group") or service_group
         try:
-            if group:
-                records = await discovery.get_service_group(group)
+            if isinstance(discovery, CachedServiceDiscovery):
+                # Target groups rendered once per record version, kept across heartbeats.
+                body = discovery.prometheus_targets(
+                    group or None,
+                    heartbeat_timeout=heartbeat_timeout,
+                    now=wall_clock(),
+                    meta_labels=meta_labels,
+                )
             else:
-                records = await discovery.discover()
+                if group:
+                    records = await discovery.get_service_group(group)
+                else:
+                    records = await discovery.discover()
+                body = prometheus_sd_targets(
+                    records,
+                    heartbeat_timeout=heartbeat_timeout,
+                    now=wall_clock(),
+                    meta_labels=meta_labels,
+                )
         except ServiceDiscoveryError as exc:
             return web.Response(
                 status=exc.status_code,
                 body=dump_json(exc.problem()),
                 content_type="application/problem+json",
             )
-        body = prometheus_sd_targets(
-            records, heartbeat_timeout=heartbeat_timeout, now=wall_clock(), meta_labels=meta_labels
-        )
         return web.Response(status=200, body=dump_json(body), content_type="application/json")
 
     return handler

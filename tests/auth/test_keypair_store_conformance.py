@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import uuid
 
-from ai.backend.common.auth import AbstractKeypairStore, Keypair, generate_keypair
+import pytest
+
+from ai.backend.common.auth import (
+    MAX_ACCESS_KEY_LENGTH,
+    AbstractKeypairStore,
+    Keypair,
+    MalformedCredentials,
+    generate_keypair,
+)
 from ai.backend.common.data.user import UserRole
+from ai.backend.common.exception import InvalidArgument
+from ai.backend.common.json import dump_json
 
 
 def _keypair(**kw: object) -> Keypair:
@@ -47,3 +57,30 @@ async def test_delete(keypair_store: AbstractKeypairStore) -> None:
 async def test_aclose_is_idempotent(keypair_store: AbstractKeypairStore) -> None:
     await keypair_store.aclose()
     await keypair_store.aclose()
+
+
+_MALFORMED = {
+    "undecodable-byte": "AK\udcff",
+    "json-surrogate": "AK" + chr(0xD800),
+    "empty": "",
+    "too-long": "A" * (MAX_ACCESS_KEY_LENGTH + 1),
+    "space": "AK IA",
+    "nul": "AK\x00",
+    "non-ascii": "AK\u00c4",
+    "newline": "AK\n",
+}
+
+
+@pytest.mark.parametrize("bad", list(_MALFORMED.values()), ids=list(_MALFORMED))
+async def test_malformed_access_keys_refused(keypair_store: AbstractKeypairStore, bad: str) -> None:
+    # Undecodable request bytes reach a verifier as lone surrogates: no backend may see them.
+    with pytest.raises(MalformedCredentials) as info:
+        await keypair_store.get(bad)
+    assert info.value.status_code == 401
+    dump_json(info.value.problem())  # the 401 renders
+    with pytest.raises(MalformedCredentials):
+        await keypair_store.delete(bad)
+    with pytest.raises(InvalidArgument, match="access key"):
+        await keypair_store.put(Keypair(access_key=bad, secret_key="s", user_id=uuid.uuid4()))
+    longest = "A" * MAX_ACCESS_KEY_LENGTH  # the bound itself is fine
+    assert await keypair_store.get(longest) is None

@@ -38,6 +38,7 @@ from ai.backend.common.auth import (
     string_to_sign,
 )
 from ai.backend.common.data.user import UserRole
+from ai.backend.common.json import dump_json
 
 from .vectors import hmac_vectors
 
@@ -401,7 +402,32 @@ async def test_errors_do_not_leak_secret() -> None:
     assert keypair.secret_key not in repr(signer)
 
 
-_header_text = st.text(st.characters(codec="utf-8"), max_size=200)
+# Lone surrogates too: aiohttp decodes header bytes that are not UTF-8 into them.
+async def test_undecodable_request_text_is_refused_or_escaped() -> None:
+    keypair = _keypair()
+    verifier = _verifier(keypair)
+    signed = HMACSigner(keypair.access_key, keypair.secret_key, ENDPOINT).sign(
+        "GET", "/folders", date=NOW
+    )
+    # An access key holding a byte that is not UTF-8 is malformed: no store lookup at all.
+    bad_key = {**signed, "Authorization": signed["Authorization"].replace("AKIA", "AK\udcff")}
+    with pytest.raises(MalformedCredentials, match="visible ASCII") as info:
+        await _verify(verifier, bad_key)
+    dump_json(info.value.problem())
+    # Everything else the mismatch reports back is escaped, so the 401 still renders.
+    odd = {**signed, "Content-Type": "text/\udcff"}
+    with pytest.raises(SignatureMismatch) as mismatch:
+        await _verify(verifier, odd, path="/f\udcffolders", host="h\ud800")
+    data = mismatch.value.data
+    assert data["content_type"] == "text/\\udcff"
+    assert data["path"] == "/f\\udcffolders"
+    assert data["host"] == "h\\ud800"
+    assert b"\\udcff" in dump_json(mismatch.value.problem())
+
+
+_header_text = st.text(
+    st.characters(codec="utf-8") | st.characters(categories=["Cs"]), max_size=200
+)
 _auth_values = st.one_of(
     _header_text,
     st.builds(
@@ -436,6 +462,7 @@ async def test_fuzz_verify_raises_only_auth_errors(
     with pytest.raises(AuthError) as info:
         await verifier.verify(method="POST", path=path, host=host, headers=headers, body=b"x")
     assert info.value.status_code == 401
+    dump_json(info.value.problem())  # renders as problem+json, whatever the request held
 
 
 _HASH_TYPES = ["sha256", "sha384", "sha512", "sha1", "md5", "blake2b", "sha3_256"]

@@ -27,6 +27,7 @@ from ai.backend.common.auth import (
 )
 from ai.backend.common.data.user import UserRole
 from ai.backend.common.exception import InvalidArgument
+from ai.backend.common.json import dump_json
 
 NOW = datetime(2025, 6, 1, 9, 30, tzinfo=UTC)
 
@@ -159,16 +160,33 @@ async def test_wrong_secret_and_unknown_key() -> None:
         await _verifier(inactive).verify(issue_token(keypair, clock=lambda: NOW))
 
 
+async def test_undecodable_claims_rejected_before_lookup() -> None:
+    # JSON may spell lone surrogates ("\\ud800"); PyJWT decodes them into the claim.
+    header = _b64({"alg": "HS256", "typ": "JWT"})
+    for access_key in ("\ud800", "AK\udcff", "", "A" * 129, "AK IA"):
+        token = f"{header}.{_b64(_claims(_keypair(), access_key=access_key))}.AAAA"
+        with pytest.raises(InvalidToken, match="access_key") as info:
+            await _verifier(_keypair()).verify(token)
+        dump_json(info.value.problem())
+    odd_header = _b64({"alg": "HS\ud800"})
+    odd_alg = f"{odd_header}.{_b64(_claims(_keypair()))}.AAAA"
+    with pytest.raises(InvalidToken, match="algorithm") as info:
+        await _verifier(_keypair()).verify(odd_alg)
+    assert info.value.data["alg"] == "HS\\ud800"
+    dump_json(info.value.problem())
+
+
 _KP = _keypair()
+_odd_text = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=8)
 _tokens = st.one_of(
-    st.text(max_size=300),
+    st.text(st.characters() | st.characters(categories=["Cs"]), max_size=300),
     st.builds(
         lambda h, p, s: f"{h}.{p}.{s}",
-        st.dictionaries(st.text(max_size=5), st.text(max_size=8) | st.integers()).map(_b64)
+        st.dictionaries(st.text(max_size=5), _odd_text | st.integers()).map(_b64)
         | st.sampled_from([_b64({"alg": "HS256"}), _b64({"alg": "none"})]),
         st.dictionaries(
             st.sampled_from(["exp", "iat", "access_key", "role", "nbf"]),
-            st.integers(-(2**70), 2**70) | st.text(max_size=8) | st.none() | st.booleans(),
+            st.integers(-(2**70), 2**70) | _odd_text | st.none() | st.booleans(),
         ).map(_b64),
         st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEF0123456789-_", max_size=60),
     ),
@@ -195,4 +213,5 @@ async def test_fuzz_tokens_raise_only_auth_errors(token: str) -> None:
         await _verifier(_KP).verify(token)
     except AuthError as exc:
         status = exc.status_code
+        dump_json(exc.problem())  # renders as problem+json, surrogates included
     assert status in (200, 401)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -15,20 +18,26 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from ai.backend.common.auth import (
+    AbstractKeypairStore,
     HMACSigner,
     HMACVerifier,
     JWTVerifier,
     Keypair,
     MemoryKeypairStore,
     MemoryNonceStore,
+    RedisKeypairStore,
     SignatureVersion,
     generate_keypair,
     issue_token,
 )
 from ai.backend.common.contexts import current_user
 from ai.backend.common.data.user import UserRole
-from ai.backend.common.middlewares import build_middleware_stack, require_role
-from ai.backend.common.web import anonymous, auth_result, json_response
+from ai.backend.common.middlewares import (
+    build_middleware_stack,
+    install_middleware_stack,
+    require_role,
+)
+from ai.backend.common.web import WebServer, anonymous, auth_result, json_response
 
 from ..auth.vectors import hmac_vectors
 
@@ -303,3 +312,131 @@ async def test_fuzz_headers_always_4xx(
         return
     assert 400 <= resp.status < 500, await resp.text()
     assert resp.content_type == "application/problem+json"
+
+
+# Raw header bytes, as any client may send them: every byte an HTTP field value may hold
+# (RFC 9110: VCHAR, obs-text, SP, HTAB), so non-UTF-8 bytes reach aiohttp's decoder.
+_field = st.binary(max_size=60).map(lambda b: bytes(c for c in b if c == 9 or 0x20 <= c != 0x7F))
+
+
+def _jwt_part(claims: bytes) -> bytes:
+    return base64.urlsafe_b64encode(claims).rstrip(b"=")
+
+
+_lone_surrogates = st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3)
+_raw_auth = st.one_of(
+    _field,
+    st.builds(
+        lambda key, sig, extra: (
+            b"BackendAI signMethod=HMAC-SHA256, credential=%s:%s%s" % (key, sig, extra)
+        ),
+        st.just(_KP.access_key.encode()) | _field,
+        _field,
+        st.sampled_from([b"", b", sigVersion=2"]),
+    ),
+)
+_raw_token = st.one_of(
+    _field,
+    st.builds(  # JSON escapes of lone surrogates in the claims
+        lambda key: (
+            b"%s.%s.AAAA"
+            % (
+                _jwt_part(b'{"alg":"HS256","typ":"JWT"}'),
+                _jwt_part(
+                    json.dumps(
+                        {"access_key": key, "role": "user", "exp": 2**40, "iat": 1},
+                        ensure_ascii=True,
+                    ).encode()
+                ),
+            )
+        ),
+        _lone_surrogates | st.builds(lambda s: _KP.access_key + s, _lone_surrogates),
+    ),
+)
+_raw_date = st.one_of(_field, st.just(NOW.strftime("%a, %d %b %Y %H:%M:%S GMT").encode()))
+
+
+@pytest.fixture(
+    params=[
+        "memory-fused",
+        "memory-separate",
+        pytest.param("redis-fused", marks=pytest.mark.redis),
+        pytest.param("redis-separate", marks=pytest.mark.redis),
+    ]
+)
+async def raw_server(request: pytest.FixtureRequest) -> AsyncIterator[WebServer]:
+    """A real server with the full stack (fused or not), keypairs in memory or in Redis."""
+    backend, _, layout = request.param.partition("-")
+    store: AbstractKeypairStore
+    if backend == "memory":
+        store = MemoryKeypairStore([_KP])
+    else:
+        store = RedisKeypairStore.from_url(request.getfixturevalue("redis_url"))
+        await store.put(_KP)
+    app = web.Application()
+    install_middleware_stack(
+        app,
+        access_log=False,
+        hmac=HMACVerifier(store, clock=lambda: NOW),
+        jwt=JWTVerifier(store, clock=lambda: NOW),
+        fused=layout == "fused",
+    )
+    app.router.add_route("*", "/{tail:.*}", whoami)
+    try:
+        async with WebServer(app) as server:
+            yield server
+    finally:
+        await store.aclose()
+
+
+async def _raw_exchange(port: int, head: bytes) -> tuple[int, bytes, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        async with asyncio.timeout(10):
+            data = await reader.read()  # the server closes: Connection: close
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head_part, _, body = data.partition(b"\r\n\r\n")
+    status_line, _, headers = head_part.partition(b"\r\n")
+    return int(status_line.split()[1]), headers.lower(), body
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    authorization=st.none() | _raw_auth,
+    token=st.none() | _raw_token,
+    content_type=st.none() | _field,
+    date=st.none() | _raw_date,
+)
+async def test_fuzz_raw_header_bytes_always_4xx_problem(
+    raw_server: WebServer,
+    authorization: bytes | None,
+    token: bytes | None,
+    content_type: bytes | None,
+    date: bytes | None,
+) -> None:
+    lines = [
+        b"POST /folders HTTP/1.1",
+        b"Host: 127.0.0.1:%d" % raw_server.port,
+        b"X-BackendAI-Version: v9.20250722",
+        b"Content-Length: 0",
+        b"Connection: close",
+    ]
+    for name, value in (
+        (b"Authorization", authorization),
+        (b"X-BackendAI-Token", token),
+        (b"Content-Type", content_type),
+        (b"Date", date),
+    ):
+        if value is not None:
+            lines.append(name + b": " + value)
+    status, headers, body = await _raw_exchange(raw_server.port, b"\r\n".join(lines) + b"\r\n\r\n")
+    assert 400 <= status < 500, body
+    assert b"content-type: application/problem+json" in headers, headers
+    assert json.loads(body)["error_code"].startswith("auth_")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from ai.backend.common.exception import ObjectNotFound, ServiceUnavailable
-from ai.backend.common.middlewares import error_middleware
+from ai.backend.common.middlewares import error_middleware, install_middleware_stack
 
 SECRET_MESSAGE = "db password is hunter2"
 
@@ -97,3 +98,44 @@ async def test_cancel_propagates() -> None:
     middleware = error_middleware()
     with pytest.raises(asyncio.CancelledError):
         await middleware(make_mocked_request("GET", "/"), cancelled)
+
+
+class _Odd(ServiceUnavailable):
+    """An error whose data orjson cannot encode."""
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"raw": b"\xff"},
+        {"path": Path("/tmp")},
+        {"cause": RuntimeError("x")},
+        {"text": "AK\udcff"},
+        {"nested": [{"deep": object()}]},
+    ],
+    ids=["bytes", "path", "exception", "surrogate", "object"],
+)
+async def test_unencodable_problem_falls_back_to_500(
+    caplog: pytest.LogCaptureFixture, data: dict[str, object]
+) -> None:
+    async def odd(request: web.Request) -> web.Response:
+        raise ObjectNotFound("no such thing", data=data)
+
+    caplog.set_level(logging.DEBUG)
+    for fused in (True, False):
+        caplog.clear()
+        app = web.Application()
+        install_middleware_stack(app, access_log=False, fused=fused)
+        app.router.add_get("/odd", odd)
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.get("/odd")
+            assert resp.status == 500
+            assert resp.content_type == "application/problem+json"
+            body = await resp.json()
+        assert body["error_code"] == "backendai_generic_internal-error"
+        error_id = body["data"]["error_id"]
+        assert error_id in body["msg"]
+        logged = [r for r in caplog.records if r.exc_info is not None]
+        assert len(logged) == 1  # once, by us; not aiohttp's "Error handling request"
+        assert error_id in logged[0].getMessage()
+        assert not [r for r in caplog.records if "Error handling request" in r.getMessage()]

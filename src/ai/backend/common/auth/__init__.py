@@ -40,7 +40,15 @@ from .exceptions import (
     UnknownAccessKey,
     UnsupportedSignMethod,
 )
-from .keys import generate_access_key, generate_keypair, generate_secret_key, is_access_key
+from .keys import (
+    MAX_ACCESS_KEY_LENGTH,
+    check_access_key,
+    generate_access_key,
+    generate_keypair,
+    generate_secret_key,
+    is_access_key,
+    is_wellformed_access_key,
+)
 from .memory import MemoryKeypairStore, MemoryNonceStore
 from .redis import RedisKeypairStore, RedisNonceStore
 from .signature import (
@@ -82,6 +90,7 @@ __all__ = (
     "DEFAULT_HASH_TYPES",
     "FORWARDED_URL_HEADER",
     "JWT_ALGORITHM",
+    "MAX_ACCESS_KEY_LENGTH",
     "TOKEN_HEADER",
     "V2_MARKER",
     "VERSION_HEADER",
@@ -115,6 +124,7 @@ __all__ = (
     "TokenExpired",
     "UnknownAccessKey",
     "UnsupportedSignMethod",
+    "check_access_key",
     "compute_signature",
     "derive_signing_key",
     "format_authorization",
@@ -122,6 +132,7 @@ __all__ = (
     "generate_keypair",
     "generate_secret_key",
     "is_access_key",
+    "is_wellformed_access_key",
     "issue_token",
     "parse_api_version",
     "parse_authorization",

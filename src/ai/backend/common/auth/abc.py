@@ -16,6 +16,9 @@ class AbstractKeypairStore(ABC):
     Promises: ``get`` returns exactly what the last ``put`` stored for that access key (or
     ``None`` when none, or after ``delete``); backend failures raise
     :class:`~ai.backend.common.auth.exceptions.AuthBackendUnavailable`, never a native error.
+    An access key that is not well-formed (``keys.is_wellformed_access_key``: 1-128 visible
+    ASCII characters) is refused before the backend is asked: ``get`` and ``delete`` raise
+    ``MalformedCredentials``, ``put`` raises ``InvalidArgument``.
     """
 
     @abstractmethod

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from .abc import AbstractKeypairStore, AbstractNonceStore
+from .keys import check_access_key
 from .types import Keypair
 
 __all__ = ("MemoryKeypairStore", "MemoryNonceStore")
@@ -25,19 +26,19 @@ class MemoryKeypairStore(AbstractKeypairStore):
     """Keypairs in a dict."""
 
     def __init__(self, keypairs: Iterable[Keypair] = ()) -> None:
-        self._keypairs = {kp.access_key: kp for kp in keypairs}
+        self._keypairs = {check_access_key(kp.access_key, storing=True): kp for kp in keypairs}
 
     async def get(self, access_key: str) -> Keypair | None:
         """The keypair of ``access_key`` or ``None``."""
-        return self._keypairs.get(access_key)
+        return self._keypairs.get(check_access_key(access_key))
 
     async def put(self, keypair: Keypair) -> None:
         """Store or replace a keypair."""
-        self._keypairs[keypair.access_key] = keypair
+        self._keypairs[check_access_key(keypair.access_key, storing=True)] = keypair
 
     async def delete(self, access_key: str) -> bool:
         """Remove a keypair; ``True`` if it existed."""
-        return self._keypairs.pop(access_key, None) is not None
+        return self._keypairs.pop(check_access_key(access_key), None) is not None
 
 
 class MemoryNonceStore(AbstractNonceStore):

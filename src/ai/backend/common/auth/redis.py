@@ -31,6 +31,7 @@ import redis.exceptions
 from ..data.user import UserRole
 from .abc import AbstractKeypairStore, AbstractNonceStore
 from .exceptions import AuthBackendUnavailable
+from .keys import check_access_key
 from .types import Keypair
 
 __all__ = ("RedisKeypairStore", "RedisNonceStore")
@@ -76,6 +77,7 @@ class RedisKeypairStore(AbstractKeypairStore):
 
     async def get(self, access_key: str) -> Keypair | None:
         """The keypair of ``access_key`` or ``None``."""
+        check_access_key(access_key)  # never send undecodable request bytes to Redis
         with _map_errors(f"reading keypair {access_key[:64]!r}"):
             raw = await self._client.hgetall(self._prefix + access_key)
         if not raw:
@@ -99,7 +101,7 @@ class RedisKeypairStore(AbstractKeypairStore):
 
     async def put(self, keypair: Keypair) -> None:
         """Store or replace a keypair."""
-        key = self._prefix + keypair.access_key
+        key = self._prefix + check_access_key(keypair.access_key, storing=True)
         mapping: dict[Any, Any] = {
             "secret_key": keypair.secret_key,
             "user_id": str(keypair.user_id),
@@ -115,6 +117,7 @@ class RedisKeypairStore(AbstractKeypairStore):
 
     async def delete(self, access_key: str) -> bool:
         """Remove a keypair; ``True`` if it existed."""
+        check_access_key(access_key)
         with _map_errors(f"deleting keypair {access_key[:64]!r}"):
             return bool(await self._client.delete(self._prefix + access_key))
 

@@ -24,8 +24,12 @@ Guarantees:
   [tests/auth/test_signature.py::test_v2_marker_strip_rejected];
 - signatures are compared with ``hmac.compare_digest``; messages carry no secret
   [tests/auth/test_signature.py::test_errors_do_not_leak_secret];
-- any malformed input raises an ``AuthError``, never another exception
-  [tests/auth/test_signature.py::test_fuzz_verify_raises_only_auth_errors].
+- any malformed input raises an ``AuthError``, never another exception, whose problem body
+  always encodes [tests/auth/test_signature.py::test_fuzz_verify_raises_only_auth_errors];
+- an access key that is not 1-128 visible ASCII characters is refused before any store
+  lookup, and request text echoed in a mismatch (bytes that were not UTF-8 included) is
+  backslash-escaped
+  [tests/auth/test_signature.py::test_undecodable_request_text_is_refused_or_escaped].
 
 Limits:
 - dates are ISO 8601 or RFC 5322 (``Tue, 15 Nov 1994 08:12:31 GMT``); upstream's dateutil parser
@@ -53,6 +57,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..exception import InvalidArgument
+from ._text import MAX_ECHO, echo, escape
 from .abc import AbstractKeypairStore, AbstractNonceStore
 from .exceptions import (
     ClockSkewExceeded,
@@ -64,6 +69,7 @@ from .exceptions import (
     UnknownAccessKey,
     UnsupportedSignMethod,
 )
+from .keys import MAX_ACCESS_KEY_LENGTH, is_wellformed_access_key
 from .types import (
     AUTHORIZATION_HEADER,
     DATE_HEADER,
@@ -105,14 +111,12 @@ _BODY_UNSIGNED_FROM = (4, 20181215)
 _API_VERSION_RE = re.compile(r"v(\d{1,4})\.(\d{8})")
 _MAX_AUTH_HEADER_LEN = 1024
 _MAX_DATE_LEN = 64
-_MAX_ECHO = 64
+_MAX_ECHO = MAX_ECHO
 
 BodySource = bytes | Callable[[], Awaitable[bytes]]
 
 
-def _echo(value: str) -> str:
-    """A value from the request, quoted and cut short, for an error message."""
-    return repr(value if len(value) <= _MAX_ECHO else value[:_MAX_ECHO] + "...")
+_echo = echo  # a value from the request, quoted and cut short, for an error message
 
 
 def _utf8(value: str) -> bytes:
@@ -540,6 +544,12 @@ class HMACVerifier:
                 "the Authorization header is missing", data={"header": AUTHORIZATION_HEADER}
             )
         hash_type, access_key, signature, version = _parse_authorization(raw_auth)
+        if not is_wellformed_access_key(access_key):
+            raise MalformedCredentials(
+                f"Authorization credential's access key {_echo(access_key)} is not "
+                f"1-{MAX_ACCESS_KEY_LENGTH} visible ASCII characters",
+                data={"header": AUTHORIZATION_HEADER, "parameter": "credential"},
+            )
         if hash_type not in self._hash_types:
             raise UnsupportedSignMethod(
                 f"hash type {_echo(hash_type)} is not accepted; use one of "
@@ -622,17 +632,17 @@ class HMACVerifier:
         ):
             raise SignatureMismatch(
                 f"signature mismatch for access key {access_key}: the server signed "
-                f"method {method.upper()}, path {_echo(path)}, host {_echo(host)}, content type "
-                f"{_echo(mime)}, API version {_echo(raw_version)}, date {_echo(raw_date)} "
-                f"(signature version {int(version)})",
-                data={
+                f"method {_echo(method.upper())}, path {_echo(path)}, host {_echo(host)}, "
+                f"content type {_echo(mime)}, API version {_echo(raw_version)}, "
+                f"date {_echo(raw_date)} (signature version {int(version)})",
+                data={  # request text, escaped: it may hold undecodable bytes
                     "access_key": access_key,
-                    "method": method.upper(),
-                    "path": path,
-                    "host": host,
-                    "content_type": mime,
-                    "api_version": raw_version,
-                    "date": raw_date,
+                    "method": escape(method.upper()),
+                    "path": escape(path, 256),
+                    "host": escape(host),
+                    "content_type": escape(mime),
+                    "api_version": escape(raw_version),
+                    "date": escape(raw_date),
                     "signature_version": int(version),
                 },
             )
@@ -642,8 +652,8 @@ class HMACVerifier:
             if not first:
                 raise ReplayedRequest(
                     f"a request signed by access key {access_key} with this signature "
-                    f"(date {raw_date}) was already accepted; sign every request afresh",
-                    data={"access_key": access_key, "date": raw_date},
+                    f"(date {_echo(raw_date)}) was already accepted; sign every request afresh",
+                    data={"access_key": access_key, "date": escape(raw_date)},
                 )
         return self._result(keypair, version)
 

@@ -14,8 +14,12 @@ Guarantees:
   [tests/auth/test_tokens.py::test_expiry_and_leeway];
 - the role comes from the keypair store; a token claiming another role is rejected
   [tests/auth/test_tokens.py::test_role_claim_must_match_keypair];
-- any malformed token raises an ``AuthError``, never another exception
-  [tests/auth/test_tokens.py::test_fuzz_tokens_raise_only_auth_errors].
+- any malformed token (non-ASCII ones included) raises an ``AuthError``, never another
+  exception, whose problem body always encodes
+  [tests/auth/test_tokens.py::test_fuzz_tokens_raise_only_auth_errors];
+- an ``access_key`` claim that is not 1-128 visible ASCII characters (JSON may spell lone
+  surrogates) is rejected before any store lookup
+  [tests/auth/test_tokens.py::test_undecodable_claims_rejected_before_lookup].
 
 Limits:
 - upstream's newer ``principal_type=user`` tokens (a ``user_id`` and no ``access_key``) are
@@ -33,8 +37,10 @@ import jwt
 
 from ..data.user import UserRole
 from ..exception import InvalidArgument
+from ._text import echo, escape
 from .abc import AbstractKeypairStore
 from .exceptions import InvalidToken, TokenExpired, UnknownAccessKey
+from .keys import MAX_ACCESS_KEY_LENGTH, is_wellformed_access_key
 from .types import AuthMethod, AuthResult, Clock, JWTClaims, Keypair, utcnow
 
 __all__ = ("JWT_ALGORITHM", "JWTVerifier", "issue_token")
@@ -102,27 +108,38 @@ class JWTVerifier:
                 f"JWT must be 1-{_MAX_TOKEN_LEN} characters, got {len(token)}",
                 data={"header": "X-BackendAI-Token"},
             )
+        if not token.isascii():  # a compact JWT is base64url and dots; PyJWT would crash
+            raise InvalidToken(
+                "JWT must be ASCII (base64url parts joined by dots)",
+                data={"header": "X-BackendAI-Token"},
+            )
         try:
             header = jwt.get_unverified_header(token)
             alg = header.get("alg")
             if alg != JWT_ALGORITHM:
                 raise InvalidToken(
-                    f"JWT algorithm {str(alg)[:32]!r} is not accepted; only {JWT_ALGORITHM} is",
-                    data={"header": "X-BackendAI-Token", "alg": str(alg)[:32]},
+                    f"JWT algorithm {echo(str(alg), 32)} is not accepted; only {JWT_ALGORITHM} is",
+                    data={"header": "X-BackendAI-Token", "alg": escape(str(alg), 32)},
                 )
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
-            raise InvalidToken(f"JWT cannot be decoded: {exc}") from exc
+            raise InvalidToken(f"JWT cannot be decoded: {escape(str(exc), 200)}") from exc
         access_key = unverified.get("access_key")
         if not isinstance(access_key, str) or not access_key:
             raise InvalidToken(
                 "JWT lacks a string 'access_key' claim", data={"claim": "access_key"}
             )
+        if not is_wellformed_access_key(access_key):
+            raise InvalidToken(
+                f"JWT claim 'access_key' {echo(access_key, 32)} is not "
+                f"1-{MAX_ACCESS_KEY_LENGTH} visible ASCII characters",
+                data={"claim": "access_key"},
+            )
         keypair = await self._keypairs.get(access_key)
         if keypair is None or not keypair.is_active:
             raise UnknownAccessKey(
-                f"access key {access_key[:64]!r} named by the JWT is unknown or inactive",
-                data={"access_key": access_key[:64]},
+                f"access key {access_key!r} named by the JWT is unknown or inactive",
+                data={"access_key": access_key},
             )
         try:
             payload: dict[str, Any] = jwt.decode(
@@ -142,7 +159,9 @@ class JWTVerifier:
                 data={"access_key": access_key},
             ) from exc
         except jwt.PyJWTError as exc:
-            raise InvalidToken(f"JWT rejected: {exc}", data={"access_key": access_key}) from exc
+            raise InvalidToken(
+                f"JWT rejected: {escape(str(exc), 200)}", data={"access_key": access_key}
+            ) from exc
         return AuthResult(
             keypair=keypair, method=AuthMethod.JWT, claims=self._claims(payload, keypair)
         )

@@ -9,7 +9,9 @@ Guarantees:
 - the official client's signed requests (the upstream vectors) are accepted through a real
   server [tests/middlewares/test_auth.py::test_vectors_accepted_through_server];
 - fuzzed ``Authorization``, date and token headers always give a 4xx, never a 5xx
-  [tests/middlewares/test_auth.py::test_fuzz_headers_always_4xx];
+  [tests/middlewares/test_auth.py::test_fuzz_headers_always_4xx], also as raw bytes that are
+  not UTF-8 on a socket, with keypairs in memory or Redis: always a 4xx problem+json
+  [tests/middlewares/test_auth.py::test_fuzz_raw_header_bytes_always_4xx_problem];
 - anonymous routes are served without credentials; others are 401 without them
   [tests/middlewares/test_auth.py::test_anonymous_routes];
 - ``require_role`` answers 403 to other roles [tests/middlewares/test_auth.py::test_require_role].

@@ -5,6 +5,9 @@ Guarantees:
   ``application/problem+json`` [tests/middlewares/test_errors.py::test_backendai_error_rendered];
 - any other exception becomes a 500 with an error id, logged once with its traceback, and no
   traceback or message in the body [tests/middlewares/test_errors.py::test_unexpected_error_500];
+- an error whose problem body cannot be encoded (``data`` holding bytes, paths, exceptions or
+  lone surrogates) becomes that same opaque 500, logged once, never aiohttp's plain-text 500
+  [tests/middlewares/test_errors.py::test_unencodable_problem_falls_back_to_500];
 - aiohttp's ``HTTPException`` (404, 405, redirects, 413) passes through with its own status and
   headers [tests/middlewares/test_errors.py::test_http_exceptions_pass_through];
 - cancellation is never turned into a response
@@ -40,6 +43,10 @@ def render_error(request: web.Request, exc: Exception, logger: logging.Logger) -
     else is logged once with its traceback and becomes an opaque 500 with an error id.
     """
     if isinstance(exc, BackendAIError):
+        try:
+            response = problem_response(exc)
+        except Exception:  # orjson refused data or msg: fall back to the opaque 500
+            return _internal_error(request, exc, logger, "error with an unencodable problem body")
         if exc.status_code >= 500:
             logger.warning(
                 "%s %s failed: %r",
@@ -48,11 +55,18 @@ def render_error(request: web.Request, exc: Exception, logger: logging.Logger) -
                 exc,
                 extra={"request_id": current_request_id(), "error_code": str(exc.error_code())},
             )
-        return problem_response(exc)
+        return response
+    return _internal_error(request, exc, logger, "unexpected error")
+
+
+def _internal_error(
+    request: web.Request, exc: Exception, logger: logging.Logger, what: str
+) -> ProblemResponse:
     error_id = str(uuid.uuid4())
     request_id = current_request_id()
     logger.exception(
-        "unexpected error %s in %s %s (request %s)",
+        "%s %s in %s %s (request %s)",
+        what,
         error_id,
         request.method,
         canonical_route(request),

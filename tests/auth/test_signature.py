@@ -38,6 +38,7 @@ from ai.backend.common.auth import (
     string_to_sign,
 )
 from ai.backend.common.data.user import UserRole
+from ai.backend.common.exception import InvalidArgument
 from ai.backend.common.json import dump_json
 
 from .vectors import hmac_vectors
@@ -491,3 +492,10 @@ async def test_signing_cache_matches_hmac(
         forged = {**headers, "Authorization": headers["Authorization"][:-1] + "\u00e9"}
         with pytest.raises(SignatureMismatch):
             await _verify(verifier, forged, path="/" + path)
+
+
+def test_max_body_must_not_be_negative() -> None:
+    with pytest.raises(InvalidArgument, match="max_body") as info:
+        HMACVerifier(MemoryKeypairStore(), max_body=-1)
+    assert info.value.data == {"field": "max_body"}
+    HMACVerifier(MemoryKeypairStore(), max_body=0)  # V2 then only takes empty bodies

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -27,8 +29,11 @@ from ai.backend.common.auth import (
     MemoryNonceStore,
     RedisKeypairStore,
     SignatureVersion,
+    compute_signature,
+    format_authorization,
     generate_keypair,
     issue_token,
+    string_to_sign,
 )
 from ai.backend.common.contexts import current_user
 from ai.backend.common.data.user import UserRole
@@ -440,3 +445,165 @@ async def test_fuzz_raw_header_bytes_always_4xx_problem(
     assert 400 <= status < 500, body
     assert b"content-type: application/problem+json" in headers, headers
     assert json.loads(body)["error_code"].startswith("auth_")
+
+
+def _legacy_headers(keypair: Keypair, host: str, path: str, body: bytes) -> dict[str, str]:
+    """Headers of an API version before v4.20181215, whose V1 signature hashes the body."""
+    date_header = NOW.isoformat()
+    text = string_to_sign(
+        method="POST",
+        path=path,
+        date_header=date_header,
+        host=host,
+        content_type="application/octet-stream",
+        api_version="v3.20170615",
+        body_hash=hashlib.sha256(body).hexdigest(),
+    )
+    sig = compute_signature(
+        secret_key=keypair.secret_key, sign_date=NOW, host=host, text=text, hash_type="sha256"
+    )
+    return {
+        "Authorization": format_authorization(keypair.access_key, sig),
+        "Date": date_header,
+        "Content-Type": "application/octet-stream",
+        "X-BackendAI-Version": "v3.20170615",
+    }
+
+
+async def _streamed(request: web.Request) -> web.Response:
+    digest = hashlib.sha256()
+    async for chunk in request.content.iter_chunked(1000):
+        digest.update(chunk)
+    return json_response({"sha256": digest.hexdigest(), "exists": request.body_exists})
+
+
+async def _read(request: web.Request) -> web.Response:
+    return json_response({"sha256": hashlib.sha256(await request.read()).hexdigest()})
+
+
+async def _parts(request: web.Request) -> web.Response:
+    reader = await request.multipart()
+    parts: dict[str, str] = {}
+    async for part in reader:
+        assert isinstance(part, aiohttp.BodyPartReader)
+        parts[str(part.name)] = hashlib.sha256(await part.read()).hexdigest()
+    return json_response(parts)
+
+
+async def _form(request: web.Request) -> web.Response:
+    form = await request.post()
+    upload = form["file"]
+    assert isinstance(upload, web.FileField)
+    return json_response(
+        {"name": form["name"], "file": hashlib.sha256(upload.file.read()).hexdigest()}
+    )
+
+
+def _upload_app(keypair: Keypair, fused: bool, **hmac_options: Any) -> web.Application:
+    app = web.Application(client_max_size=4 << 20)
+    install_middleware_stack(
+        app,
+        access_log=False,
+        hmac=HMACVerifier(MemoryKeypairStore([keypair]), clock=lambda: NOW, **hmac_options),
+        fused=fused,
+    )
+    app.router.add_post("/stream", _streamed)
+    app.router.add_post("/read", _read)
+    app.router.add_post("/parts", _parts)
+    app.router.add_post("/form", _form)
+    return app
+
+
+def _multipart(file_bytes: bytes) -> tuple[bytes, str]:
+    writer = aiohttp.MultipartWriter("form-data", boundary="b0undary")
+    part = writer.append(file_bytes, {"Content-Type": "application/octet-stream"})
+    part.set_content_disposition("form-data", name="file", filename="a.bin")
+    writer.append("vf").set_content_disposition("form-data", name="name")
+    return b"".join(_serialize(writer)), writer.content_type
+
+
+def _serialize(writer: aiohttp.MultipartWriter) -> list[bytes]:
+    chunks: list[bytes] = []
+
+    class _Sink:
+        async def write(self, data: bytes) -> None:
+            chunks.append(bytes(data))
+
+    asyncio.run(writer.write(_Sink()))  # type: ignore[arg-type]
+    return chunks
+
+
+_FILE = bytes(range(256)) * 1200  # 300 KiB, every byte value
+_MULTIPART, _MULTIPART_TYPE = _multipart(_FILE)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
+async def test_v2_signed_uploads_reach_the_handler_whole(fused: bool) -> None:
+    keypair = _keypair()
+    async with TestClient(TestServer(_upload_app(keypair, fused))) as client:
+        base = str(client.make_url("")).rstrip("/")
+        signer = HMACSigner(
+            keypair.access_key, keypair.secret_key, base, version=SignatureVersion.V2
+        )
+        want = hashlib.sha256(_FILE).hexdigest()
+
+        async def chunked() -> AsyncIterator[bytes]:  # no Content-Length
+            for start in range(0, len(_FILE), 50_000):
+                yield _FILE[start : start + 50_000]
+
+        for data in (_FILE, chunked()):
+            headers = signer.sign(
+                "POST", "/stream", content_type="application/octet-stream", body=_FILE, date=NOW
+            )
+            resp = await client.post("/stream", data=data, headers=headers)
+            assert resp.status == 200, await resp.text()
+            assert await resp.json() == {"sha256": want, "exists": True}
+        headers = signer.sign(
+            "POST", "/read", content_type="application/octet-stream", body=_FILE, date=NOW
+        )
+        resp = await client.post("/read", data=_FILE, headers=headers)
+        assert (await resp.json())["sha256"] == want
+        for path in ("/parts", "/form"):
+            headers = signer.sign(
+                "POST", path, content_type=_MULTIPART_TYPE, body=_MULTIPART, date=NOW
+            )
+            resp = await client.post(path, data=_MULTIPART, headers=headers)
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["file"] == want
+        # An old API version signs the body under V1 too: the same holds.
+        host = URL(base).raw_authority
+        headers = _legacy_headers(keypair, host, "/stream", _FILE)
+        resp = await client.post("/stream", data=_FILE, headers=headers)
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["sha256"] == want
+
+
+async def test_v2_body_over_max_body_is_413() -> None:
+    keypair = _keypair()
+    app = _upload_app(keypair, True, max_body=len(_FILE) - 1)
+    async with TestClient(TestServer(app)) as client:
+        signer = HMACSigner(
+            keypair.access_key,
+            keypair.secret_key,
+            str(client.make_url("")),
+            version=SignatureVersion.V2,
+        )
+        headers = signer.sign(
+            "POST", "/stream", content_type="application/octet-stream", body=_FILE, date=NOW
+        )
+
+        async def chunked() -> AsyncIterator[bytes]:
+            yield _FILE
+
+        for data in (_FILE, chunked()):  # with and without a Content-Length
+            resp = await client.post("/stream", data=data, headers=headers)
+            assert resp.status == 413
+            assert resp.content_type == "application/problem+json"
+            body = await resp.json()
+            assert body["type"].endswith("auth-body-too-large")
+            assert "max_body" in body["msg"]
+            assert body["data"] == {"max_body": len(_FILE) - 1}
+        small = signer.sign(
+            "POST", "/stream", content_type="application/octet-stream", body=b"x", date=NOW
+        )
+        assert (await client.post("/stream", data=b"x", headers=small)).status == 200

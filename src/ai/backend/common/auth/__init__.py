@@ -28,6 +28,7 @@ from .abc import AbstractKeypairStore, AbstractNonceStore
 from .exceptions import (
     AuthBackendUnavailable,
     AuthError,
+    BodyTooLarge,
     ClockSkewExceeded,
     InsufficientRole,
     InvalidDateHeader,
@@ -102,6 +103,7 @@ __all__ = (
     "AuthMethod",
     "AuthResult",
     "AuthorizationParams",
+    "BodyTooLarge",
     "Clock",
     "ClockSkewExceeded",
     "HMACSigner",

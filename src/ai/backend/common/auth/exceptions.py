@@ -14,6 +14,7 @@
     ├── InvalidToken                  401  JWT rejected (algorithm, signature, claims)
     │   └── TokenExpired              401  auth_authorize_data-expired
     ├── InsufficientRole  (PermissionError) 403  auth_authorize_forbidden
+    ├── BodyTooLarge  (ValueError)    413  body to hash longer than the verifier's max_body
     └── AuthBackendUnavailable        503  auth_authorize_unavailable (keypair / replay store)
 
 Messages name the header or claim and, where it helps, the value the server saw; they never
@@ -33,6 +34,7 @@ from ..exception import (
 __all__ = (
     "AuthBackendUnavailable",
     "AuthError",
+    "BodyTooLarge",
     "ClockSkewExceeded",
     "InsufficientRole",
     "InvalidDateHeader",
@@ -143,6 +145,15 @@ class InsufficientRole(AuthError, PermissionError):
     error_title = "Insufficient privileges."
     status_code = 403
     error_detail = ErrorDetail.FORBIDDEN
+
+
+class BodyTooLarge(AuthError, ValueError):
+    """A body the signature covers (``V2``, old API versions) is longer than ``max_body`` (413)."""
+
+    error_type = PROBLEM_BASE_URI + "auth-body-too-large"
+    error_title = "Request body too large to verify."
+    status_code = 413
+    error_detail = ErrorDetail.BAD_REQUEST
 
 
 class AuthBackendUnavailable(AuthError):

@@ -36,6 +36,12 @@ Limits:
   also takes free-form dates with zone abbreviations, which this verifier rejects
   [tests/auth/test_signature.py::test_date_formats];
 - ``V1`` signs no body (upstream's format): only ``V2`` or TLS protects it;
+- a body the signature covers (``V2``, API versions before ``v4.20181215`` without multipart)
+  is read into memory to be hashed, at most ``max_body`` bytes (1 MiB by default; more is a
+  413 ``BodyTooLarge`` before the rest is read); the handler then reads the same bytes from
+  ``request.content``, ``read()``, ``post()`` or ``multipart()``
+  [tests/middlewares/test_auth.py::test_v2_signed_uploads_reach_the_handler_whole],
+  [tests/middlewares/test_auth.py::test_v2_body_over_max_body_is_413];
 - two requests with the same date header and target have the same signature, so with replay
   protection a client must re-sign (a new date) every attempt, retries included;
 - legacy ``Sorna`` version and date headers are not read (the ``Sorna`` auth type name is).
@@ -43,6 +49,7 @@ Limits:
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import functools
 import hashlib
@@ -60,6 +67,7 @@ from ..exception import InvalidArgument
 from ._text import MAX_ECHO, echo, escape
 from .abc import AbstractKeypairStore, AbstractNonceStore
 from .exceptions import (
+    BodyTooLarge,
     ClockSkewExceeded,
     InvalidDateHeader,
     MalformedCredentials,
@@ -111,6 +119,8 @@ _BODY_UNSIGNED_FROM = (4, 20181215)
 _API_VERSION_RE = re.compile(r"v(\d{1,4})\.(\d{8})")
 _MAX_AUTH_HEADER_LEN = 1024
 _MAX_DATE_LEN = 64
+_DEFAULT_MAX_BODY = 1 << 20
+_READ_CHUNK = 1 << 16
 _MAX_ECHO = MAX_ECHO
 
 BodySource = bytes | Callable[[], Awaitable[bytes]]
@@ -372,6 +382,52 @@ class _SigningKeyCache:
         return outer.hexdigest()
 
 
+async def _read_body(request: web.Request, max_body: int) -> bytes:
+    """The request body (at most ``max_body`` bytes), left readable for the handler."""
+    from aiohttp import StreamReader  # only servers need it; signers never import aiohttp
+
+    cached: bytes | None = getattr(request, "_read_bytes", None)  # read() ran before us
+    if cached is not None:
+        body = cached
+    else:
+        length = request.content_length
+        if length is not None and length > max_body:
+            raise _too_large(max_body, f"Content-Length {length}")
+        content = request.content
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await content.read(_READ_CHUNK):
+            size += len(chunk)
+            if size > max_body:
+                raise _too_large(max_body, f"more than {max_body} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    # The stream is drained: hand the handler a new one holding the same bytes, so
+    # request.content, post() and multipart() see the whole body. aiohttp has no public
+    # setter: ``_payload`` is the stream read(), post() and multipart() use, and
+    # ``content`` caches it in ``_cache`` (pinned by
+    # tests/middlewares/test_auth.py::test_v2_signed_uploads_reach_the_handler_whole).
+    # The limit keeps the reader from pausing the connection's transport.
+    if body:  # an empty body stays as it is (body_exists keeps its meaning)
+        replay = StreamReader(
+            request.protocol, max(len(body), _READ_CHUNK), loop=asyncio.get_running_loop()
+        )
+        replay.feed_data(body)
+        replay.feed_eof()
+        request._payload = replay
+        request._cache.pop("content", None)
+    return body
+
+
+def _too_large(max_body: int, what: str) -> BodyTooLarge:
+    return BodyTooLarge(
+        f"the signature covers the request body, which is {what}; this server hashes at "
+        f"most {max_body} bytes (HMACVerifier max_body): sign with version 1 over TLS or "
+        "send a smaller body",
+        data={"max_body": max_body},
+    )
+
+
 @functools.cache
 def _empty_body_hash(hash_type: str) -> str:
     return hashlib.new(hash_type, b"").hexdigest()
@@ -466,6 +522,8 @@ class HMACVerifier:
     second use is rejected. ``versions`` lists the accepted signature versions: ``{V2}`` makes
     body signing mandatory. ``trust_forwarded_url`` signs the path and host of
     ``X-Forwarded-URL`` (set it only behind a proxy that always overwrites that header).
+    ``max_body`` bounds the body :meth:`verify_request` reads to hash (``BodyTooLarge``, 413,
+    beyond it); the handler can read that body again in full, streamed or not.
     """
 
     def __init__(
@@ -478,8 +536,13 @@ class HMACVerifier:
         versions: Collection[SignatureVersion] = (SignatureVersion.V1, SignatureVersion.V2),
         hash_types: Collection[str] = DEFAULT_HASH_TYPES,
         trust_forwarded_url: bool = False,
+        max_body: int = _DEFAULT_MAX_BODY,
         clock: Clock = utcnow,
     ) -> None:
+        if max_body < 0:
+            raise InvalidArgument(
+                f"max_body must be >= 0 bytes, got {max_body}", data={"field": "max_body"}
+            )
         if max_skew <= timedelta(0):
             raise InvalidArgument(
                 f"max_skew must be positive, got {max_skew}", data={"field": "max_skew"}
@@ -499,6 +562,7 @@ class HMACVerifier:
         self._versions = frozenset(versions)
         self._hash_types = frozenset(h.lower() for h in hash_types)
         self._trust_forwarded_url = trust_forwarded_url
+        self._max_body = max_body
         self._clock = clock
         self._signing_keys = _SigningKeyCache()
         self._results: dict[tuple[str, SignatureVersion], AuthResult] = {}
@@ -509,14 +573,15 @@ class HMACVerifier:
         return self._max_skew
 
     def verify_request(self, request: web.Request) -> Awaitable[AuthResult]:
-        """Verify an aiohttp request (reads the body only for ``V2`` or pre-2018 API versions);
-        await the result (the coroutine of :meth:`verify`, without a layer of its own)."""
+        """Verify an aiohttp request (reads the body only for ``V2`` or pre-2018 API versions,
+        at most ``max_body`` bytes, and leaves it readable for the handler); await the result
+        (the coroutine of :meth:`verify`, without a layer of its own)."""
         return self.verify(
             method=request.method,
             path=request.raw_path,
             host=request.host,
             headers=request.headers,
-            body=request.read,
+            body=lambda: _read_body(request, self._max_body),
         )
 
     async def verify(

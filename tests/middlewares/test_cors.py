@@ -1,26 +1,31 @@
-"""CORS middleware: preflights, simple requests, credentials, Vary."""
+"""CORS middleware: preflights, simple requests, credentials, Vary, the null origin."""
 
 from __future__ import annotations
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ai.backend.common.auth import HMACVerifier, MemoryKeypairStore
-from ai.backend.common.middlewares import CORSOptions, build_middleware_stack
+from ai.backend.common.exception import InvalidArgument
+from ai.backend.common.middlewares import CORSOptions, install_middleware_stack
 
 ORIGIN = "https://console.example.com"
 
 
-def _app(options: CORSOptions, calls: list[str]) -> web.Application:
+def _app(options: CORSOptions, calls: list[str], fused: bool = False) -> web.Application:
     async def handler(request: web.Request) -> web.Response:
         calls.append(request.method)
         return web.Response(text="ok")
 
     # Auth is on and nothing is signed: a preflight must never reach it.
-    app = web.Application(
-        middlewares=build_middleware_stack(
-            cors=options, hmac=HMACVerifier(MemoryKeypairStore()), access_log=False
-        )
+    app = web.Application()
+    install_middleware_stack(
+        app,
+        cors=options,
+        hmac=HMACVerifier(MemoryKeypairStore()),
+        access_log=False,
+        fused=fused,
     )
     app.router.add_route("*", "/folders/{name}", handler)
     return app
@@ -91,14 +96,54 @@ async def test_simple_request_headers() -> None:
         assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
 
 
-async def test_any_origin() -> None:
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
+async def test_any_origin(fused: bool) -> None:
+    # Fetch spec, "CORS protocol and HTTP caches": a static "*" goes on every response,
+    # CORS or not, without Vary, so a cached copy is right for every requester.
     calls: list[str] = []
-    async with TestClient(TestServer(_app(CORSOptions(allow_origins=["*"]), calls))) as client:
-        resp = await client.get("/folders/x", headers={"Origin": "https://a.example"})
+    async with TestClient(TestServer(_app(CORSOptions(allow_origins=["*"]), calls, fused))) as c:
+        for headers in ({"Origin": "https://a.example"}, {}, {"Origin": "null"}):
+            for path in ("/folders/x", "/nowhere"):  # a 401 and a 404 alike
+                resp = await c.get(path, headers=headers)
+                assert resp.headers["Access-Control-Allow-Origin"] == "*", (headers, path)
+                assert resp.headers["Access-Control-Expose-Headers"] == "X-BackendAI-RequestID"
+                assert "Vary" not in resp.headers
+                assert "Access-Control-Allow-Credentials" not in resp.headers
+        resp = await c.options(
+            "/folders/x",
+            headers={"Origin": "https://b.example", "Access-Control-Request-Method": "PUT"},
+        )
+        assert resp.status == 204
         assert resp.headers["Access-Control-Allow-Origin"] == "*"
-        assert "Vary" not in resp.headers
-    creds = CORSOptions(allow_origins=["*"], allow_credentials=True)
-    async with TestClient(TestServer(_app(creds, calls))) as client:
-        resp = await client.get("/folders/x", headers={"Origin": "https://a.example"})
-        assert resp.headers["Access-Control-Allow-Origin"] == "https://a.example"
+
+
+def test_wildcard_with_credentials_refused() -> None:
+    with pytest.raises(InvalidArgument, match="allow_credentials") as info:
+        CORSOptions(allow_origins=["*"], allow_credentials=True)
+    assert info.value.data == {"field": "allow_credentials"}
+    with pytest.raises(InvalidArgument):
+        CORSOptions(allow_origins=[ORIGIN, "*"], allow_credentials=True)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
+async def test_null_origin_only_when_listed(fused: bool) -> None:
+    calls: list[str] = []
+    preflight = {"Origin": "null", "Access-Control-Request-Method": "DELETE"}
+    listed = CORSOptions(allow_origins=[ORIGIN], allow_credentials=True)
+    anyone = CORSOptions(allow_origins=["*"])
+    for options in (listed, anyone):
+        async with TestClient(TestServer(_app(options, calls, fused))) as client:
+            resp = await client.options("/folders/x", headers=preflight)
+            assert resp.status == 403
+            assert "Access-Control-Allow-Origin" not in resp.headers
+            if options is listed:
+                resp = await client.get("/folders/x", headers={"Origin": "null"})
+                assert "Access-Control-Allow-Origin" not in resp.headers
+                assert "Access-Control-Allow-Credentials" not in resp.headers
+    explicit = CORSOptions(allow_origins=[ORIGIN, "null"], allow_credentials=True)
+    async with TestClient(TestServer(_app(explicit, calls, fused))) as client:
+        resp = await client.get("/folders/x", headers={"Origin": "null"})
+        assert resp.headers["Access-Control-Allow-Origin"] == "null"
         assert resp.headers["Vary"] == "Origin"
+        assert (await client.options("/folders/x", headers=preflight)).status == 204
+    assert calls == []

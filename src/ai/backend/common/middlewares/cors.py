@@ -6,9 +6,22 @@ Guarantees:
   handler [tests/middlewares/test_cors.py::test_preflight_allowed];
 - a preflight asking for anything not allowed gets 403 and no allow headers
   [tests/middlewares/test_cors.py::test_preflight_rejected];
-- responses to allowed origins (errors included) carry ``Access-Control-Allow-Origin``; with
-  credentials the origin is echoed, never ``*``; ``Vary: Origin`` is set whenever the answer
-  depends on the origin [tests/middlewares/test_cors.py::test_simple_request_headers].
+- responses to listed origins (errors included) carry ``Access-Control-Allow-Origin`` echoing
+  the origin, and every response carries ``Vary: Origin``
+  [tests/middlewares/test_cors.py::test_simple_request_headers];
+- with any origin allowed, every response carries the same ``Access-Control-Allow-Origin: *``,
+  with or without an ``Origin`` header, and no ``Vary`` (what the Fetch spec asks of a static
+  value, so a shared cache never serves a copy without it to a CORS request)
+  [tests/middlewares/test_cors.py::test_any_origin];
+- any origin together with credentials is refused (``InvalidArgument``): it would let every
+  site read credentialed responses; the ``null`` origin (sandboxed documents, ``file:``) is
+  allowed only when listed
+  [tests/middlewares/test_cors.py::test_wildcard_with_credentials_refused],
+  [tests/middlewares/test_cors.py::test_null_origin_only_when_listed].
+
+Limits: ``*`` is readable by every document, sandboxed ones included; only a preflight from
+``null`` is refused under any origin
+[tests/middlewares/test_cors.py::test_null_origin_only_when_listed].
 """
 
 from __future__ import annotations
@@ -45,7 +58,8 @@ _DEFAULT_EXPOSE = ("X-BackendAI-RequestID",)
 
 @dataclass(frozen=True)
 class CORSOptions:
-    """Which cross-origin requests are allowed; ``allow_origins=("*",)`` allows any origin."""
+    """Which cross-origin requests are allowed; ``allow_origins=("*",)`` allows any origin
+    (without credentials only); ``"null"`` is allowed only when listed."""
 
     allow_origins: Collection[str] = ()
     allow_methods: Collection[str] = _DEFAULT_METHODS
@@ -64,6 +78,12 @@ class CORSOptions:
                 data={"field": "allow_origins"},
             )
         object.__setattr__(self, "_origins", frozenset(o.rstrip("/") for o in self.allow_origins))
+        if self.any_origin and self.allow_credentials:
+            raise InvalidArgument(
+                'allow_origins ("*") with allow_credentials=True would let every site read '
+                "credentialed responses; list the allowed origins instead",
+                data={"field": "allow_credentials"},
+            )
         object.__setattr__(self, "_methods", frozenset(m.upper() for m in self.allow_methods))
         object.__setattr__(self, "_headers", frozenset(h.lower() for h in self.allow_headers))
 
@@ -73,8 +93,8 @@ class CORSOptions:
         return "*" in self._origins
 
     def origin_allowed(self, origin: str) -> bool:
-        """Whether ``origin`` may read responses."""
-        return self.any_origin or origin in self._origins
+        """Whether ``origin`` may send preflighted requests (``null`` only when listed)."""
+        return origin in self._origins or (self.any_origin and origin != "null")
 
     def method_allowed(self, method: str) -> bool:
         """Whether a cross-origin request may use ``method``."""
@@ -96,6 +116,7 @@ class CORSPolicy:
         "_static",
         "allow_headers",
         "allow_methods",
+        "always",
         "varies",
     )
 
@@ -103,31 +124,38 @@ class CORSPolicy:
         self._options = options
         self.allow_methods = ", ".join(sorted(options._methods))
         self.allow_headers = ", ".join(sorted(options.allow_headers))
-        # Whether answers depend on the Origin (then "Vary: Origin" is added).
-        self.varies = not options.any_origin or options.allow_credentials
+        # Listed origins are echoed, so answers depend on the Origin: "Vary: Origin".
+        self.varies = not options.any_origin
         expose_headers = ", ".join(options.expose_headers)
         self._static: dict[str, str] = {}
         if options.allow_credentials:
             self._static[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
         if expose_headers:
             self._static[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = expose_headers
+        # Any origin: one static answer for every response, Origin or not (Fetch spec,
+        # "CORS protocol and HTTP caches"). Shared: callers copy it, never change it.
+        self.always: dict[str, str] | None = None
+        if options.any_origin:
+            self.always = {hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: "*", **self._static}
         self._allowed: dict[str, dict[str, str]] = {}
         self._cache_limit = cache_limit
 
     def _allow_origin_value(self, origin: str) -> str:
-        options = self._options
-        return "*" if options.any_origin and not options.allow_credentials else origin
+        return "*" if self._options.any_origin else origin
 
     def origin_headers(self, origin: str) -> dict[str, str] | None:
-        """The headers a response to ``origin`` carries, or ``None`` when it is not allowed.
+        """The headers a response to ``origin`` carries, or ``None`` when it is not allowed
+        (with any origin allowed: :attr:`always`, for every origin).
 
         The dict is shared: callers copy it, never change it.
         """
+        if self.always is not None:
+            return self.always
         headers = self._allowed.get(origin)
         if headers is None:
             if not self._options.origin_allowed(origin):
                 return None
-            headers = {hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: self._allow_origin_value(origin)}
+            headers = {hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: origin}
             headers.update(self._static)
             if len(self._allowed) < self._cache_limit:
                 self._allowed[origin] = headers
@@ -168,7 +196,10 @@ def cors_middleware(options: CORSOptions) -> Middleware:
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get(hdrs.ORIGIN)
         owner = add_response_header(request, hdrs.VARY, "Origin") if policy.varies else False
-        if origin is not None:
+        if origin is None:
+            if policy.always is not None:  # the same answer with or without an Origin
+                owner = add_response_headers(request, policy.always) or owner
+        else:
             requested_method = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
             if request.method == hdrs.METH_OPTIONS and requested_method:
                 preflight = policy.preflight(request, origin, requested_method)

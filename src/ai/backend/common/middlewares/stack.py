@@ -146,6 +146,8 @@ def fused_middleware(
                     preflight = policy.preflight(request, origin, requested_method)
                 elif (allowed := policy.origin_headers(origin)) is not None:
                     pending.update(allowed)
+            elif policy.always is not None:  # the same answer with or without an Origin
+                pending.update(policy.always)
         owner = claim_response_headers(request, pending) if pending else None
         if request_id:  # after the claim, which is cheaper on an empty request state
             request[REQUEST_ID_KEY] = rid

@@ -6,12 +6,16 @@ import asyncio
 import logging
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from prometheus_client import CollectorRegistry
 
 from ai.backend.common.exception import ObjectNotFound, ServiceUnavailable
+from ai.backend.common.metrics import CommonMetricRegistry
 from ai.backend.common.middlewares import error_middleware, install_middleware_stack
+from ai.backend.common.web import WebServer
 
 SECRET_MESSAGE = "db password is hunter2"
 
@@ -139,3 +143,84 @@ async def test_unencodable_problem_falls_back_to_500(
         assert len(logged) == 1  # once, by us; not aiohttp's "Error handling request"
         assert error_id in logged[0].getMessage()
         assert not [r for r in caplog.records if "Error handling request" in r.getMessage()]
+
+
+async def _stream_then_fail(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"partial")
+    if request.match_info["how"] == "redirect":
+        raise web.HTTPFound("/elsewhere")
+    if request.match_info["how"] == "ours":
+        raise ServiceUnavailable("store went away mid-stream")
+    raise RuntimeError(SECRET_MESSAGE)
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _raw_pipelined(port: int, first: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:  # two requests on one keep-alive connection; the first fails mid-stream
+        writer.write(
+            f"GET {first} HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+        async with asyncio.timeout(10):
+            return await reader.read()  # until the server closes the connection
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
+@pytest.mark.parametrize("how", ["unexpected", "ours", "redirect"])
+async def test_error_after_prepare_closes_the_connection(
+    fused: bool, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    registry = CollectorRegistry()
+    app = web.Application()
+    install_middleware_stack(
+        app, access_log=False, metrics=CommonMetricRegistry(registry), fused=fused
+    )
+    app.router.add_get("/stream/{how}", _stream_then_fail)
+    app.router.add_get("/ok", _ok)
+    async with WebServer(app) as server:
+        raw = await _raw_pipelined(server.port, f"/stream/{how}")
+        async with aiohttp.ClientSession() as session:
+            resp = await session.get(f"{server.url}/stream/{how}")
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+    # One status line: no problem written into the chunked body, and the pipelined /ok is
+    # not answered on the broken connection.
+    assert raw.count(b"HTTP/1.1 ") == 1, raw
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert raw.endswith(b"7\r\npartial\r\n"), raw  # no terminating 0-chunk: truncated
+    assert SECRET_MESSAGE.encode() not in raw
+    traced = [r for r in caplog.records if r.exc_info is not None]
+    assert len(traced) == 2  # once per request (raw socket, then aiohttp's client)
+    assert all("closing the connection" in r.getMessage() for r in traced)
+    assert all(getattr(r, "error_id", None) for r in traced)
+    assert not [r for r in caplog.records if "Error handling request" in r.getMessage()]
+    # Counted with the status the client got, and as an internal error.
+    series = {
+        (s.labels["status_code"], s.labels["error_detail"], s.value)
+        for family in registry.collect()
+        if family.name == "backendai_api_request_count"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["endpoint"] == "/stream/{how}"
+    }
+    assert series == {("200", "internal-error", 2.0)}
+
+
+async def test_prepare_hook_not_installed_still_closes() -> None:
+    # build_middleware_stack alone: no prepare hook, the bytes already written tell.
+    app = web.Application(middlewares=[error_middleware()])
+    app.router.add_get("/stream/{how}", _stream_then_fail)
+    app.router.add_get("/ok", _ok)
+    async with WebServer(app) as server:
+        raw = await _raw_pipelined(server.port, "/stream/unexpected")
+    assert raw.count(b"HTTP/1.1 ") == 1, raw
+    assert raw.endswith(b"7\r\npartial\r\n"), raw

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -11,7 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from ai.backend.common.exception import InvalidArgument
+from ai.backend.common.exception import InvalidArgument, ServiceUnavailable
+from ai.backend.common.middlewares import install_middleware_stack
 from ai.backend.common.web import (
     SSEEvent,
     SSEResponse,
@@ -186,3 +188,56 @@ async def test_source_error_propagates() -> None:
         assert await resp.read() == b"data: x\n\n"
     assert len(seen) == 1
     assert str(seen[0]) == "source broke"
+
+
+async def _read_to_failure(resp: aiohttp.ClientResponse) -> bytes:
+    """The body up to the point the stream broke; fails if the stream ended cleanly."""
+    received = bytearray()
+
+    async def drain() -> None:
+        async with asyncio.timeout(10):
+            async for chunk in resp.content.iter_any():
+                received.extend(chunk)
+
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await drain()
+    return bytes(received)
+
+
+@pytest.mark.parametrize("stack", [True, False], ids=["middleware-stack", "bare-aiohttp"])
+async def test_failure_sends_error_event_then_truncates(stack: bool) -> None:
+    async def broken() -> AsyncIterator[str]:
+        yield "one"
+        raise RuntimeError("store failed: password hunter2")
+
+    async def pumped(request: web.Request) -> web.StreamResponse:
+        async with SSEResponse(request) as sse:
+            await sse.pump(broken())
+        return sse.response
+
+    async def ours(request: web.Request) -> web.StreamResponse:
+        async with SSEResponse(request) as sse:
+            await sse.send("one")
+            raise ServiceUnavailable("the event store is unreachable")
+        return sse.response  # pragma: no cover - the block raises
+
+    app = web.Application()
+    if stack:
+        install_middleware_stack(app, access_log=False)
+    app.router.add_get("/pumped", pumped)
+    app.router.add_get("/ours", ours)
+    async with WebServer(app) as server, aiohttp.ClientSession() as session:
+        resp = await session.get(server.url + "/pumped")
+        body = await _read_to_failure(resp)
+        head, _, frame = body.partition(b"event: error\n")
+        assert head == b"data: one\n\n"
+        problem = json.loads(frame.removeprefix(b"data: ").strip())
+        assert problem["error_code"] == "backendai_generic_internal-error"
+        assert b"hunter2" not in body
+        if stack:
+            assert problem["data"]["request_id"] == resp.headers["X-BackendAI-RequestID"]
+        resp = await session.get(server.url + "/ours")
+        body = await _read_to_failure(resp)
+        _, _, frame = body.partition(b"event: error\n")
+        problem = json.loads(frame.removeprefix(b"data: ").strip())
+        assert problem == ServiceUnavailable("the event store is unreachable").problem()

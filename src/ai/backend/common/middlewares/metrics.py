@@ -5,7 +5,12 @@ Guarantees:
   [tests/middlewares/test_metrics.py::test_path_parameters_do_not_explode_cardinality];
 - unmatched paths share one label and unknown methods one label
   [tests/middlewares/test_metrics.py::test_unmatched_and_odd_methods_are_bounded];
-- error responses carry their error code [tests/middlewares/test_metrics.py::test_error_code_label].
+- error responses carry their error code [tests/middlewares/test_metrics.py::test_error_code_label];
+- a failure after the response started (the connection is closed mid-body) is counted with the
+  status the client received and the error code ``backendai_generic_internal-error``, so error
+  rates see it while status panels show what clients got; without the prepare hook of
+  ``install_middleware_stack`` the status is unknown and counted as 500
+  [tests/middlewares/test_errors.py::test_error_after_prepare_closes_the_connection].
 """
 
 from __future__ import annotations

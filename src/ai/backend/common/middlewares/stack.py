@@ -39,12 +39,13 @@ from ..web import (
     claim_response_headers,
     merge_response_headers,
     on_response_prepare,
+    started_status,
 )
 from .access_log import access_log_middleware, log_access
 from .access_log import log as access_logger
 from .auth import Authenticator, auth_middleware
 from .cors import CORSOptions, CORSPolicy, cors_middleware
-from .errors import error_middleware, render_error
+from .errors import abort_started_response, error_middleware, render_error
 from .errors import log as error_logger
 from .metrics import exception_outcome, metrics_middleware, record_request
 from .request_id import REQUEST_ID_HEADER, request_id_middleware, resolve_request_id
@@ -166,8 +167,12 @@ def fused_middleware(
                                 response = await handler(request)
                         else:
                             response = await handler(request)
-                    except (web.HTTPException, asyncio.CancelledError):
+                    except asyncio.CancelledError:
                         raise
+                    except web.HTTPException as exc:
+                        if render_to is None or (started := started_status(request)) is None:
+                            raise
+                        response = abort_started_response(request, exc, render_to, started)
                     except Exception as exc:
                         if render_to is None:
                             raise

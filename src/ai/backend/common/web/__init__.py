@@ -34,6 +34,7 @@ from .routes import (
     is_anonymous,
     merge_response_headers,
     on_response_prepare,
+    started_status,
 )
 from .runner import WebServer
 from .sse import SSEEvent, SSEResponse, format_comment, format_event
@@ -71,4 +72,5 @@ __all__ = (
     "parse_match_info",
     "parse_query",
     "problem_response",
+    "started_status",
 )

@@ -27,6 +27,7 @@ __all__ = (
     "is_anonymous",
     "merge_response_headers",
     "on_response_prepare",
+    "started_status",
 )
 
 _RequestKey: Any = getattr(web, "RequestKey", None)  # aiohttp >= 3.14
@@ -167,11 +168,29 @@ def apply_response_headers(
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    """``app.on_response_prepare`` hook: the added headers also reach streamed responses."""
+    """``app.on_response_prepare`` hook: the added headers also reach streamed responses, and
+    the prepared response is remembered (:func:`started_status`)."""
     try:
         pending: PendingHeaders = request[RESPONSE_HEADERS_KEY]  # one call, not Mapping.get's two
     except KeyError:
+        request[RESPONSE_HEADERS_KEY] = pending = _pending()  # no headers; the response only
+        pending.applied_to = response
         return
-    if pending and pending.applied_to is not response:
+    if pending.applied_to is not response:
         # Runs inside prepare(): the response counts as prepared, its headers are not sent yet.
         merge_response_headers(pending, response)
+
+
+def started_status(request: web.Request) -> int | None:
+    """The status of a response already prepared for ``request`` (its status line is out, or
+    buffered in aiohttp's writer), or ``None`` when a new response can still be sent.
+
+    Knows the response when the :func:`on_response_prepare` hook is installed; without it,
+    bytes already written still count, as status 500 (which response sent them is unknown).
+    """
+    pending: PendingHeaders | None = request.get(RESPONSE_HEADERS_KEY) if len(request) else None
+    started = pending.applied_to if pending is not None else None
+    if isinstance(started, web.StreamResponse) and started.prepared:
+        return started.status
+    output_size = getattr(request.writer, "output_size", 0)  # what aiohttp itself checks
+    return 500 if isinstance(output_size, int) and output_size > 0 else None

@@ -15,7 +15,12 @@ Guarantees:
   runs) even while the source is idle, and the ``async with`` block ends without an error
   [tests/web/test_sse.py::test_disconnect_releases_source];
 - headers asked for by the middlewares (request id, CORS) are sent
-  [tests/middlewares/test_stack.py::test_sse_gets_request_id_and_cors_headers].
+  [tests/middlewares/test_stack.py::test_sse_gets_request_id_and_cors_headers];
+- when the block fails (the source of ``pump`` or the handler raises), the client gets an
+  ``event: error`` frame (the problem body of a ``BackendAIError``, else an opaque internal
+  error naming the request id) and then a truncated stream, never a clean end it would take
+  for success; the error propagates (the error middleware closes the connection)
+  [tests/web/test_sse.py::test_failure_sends_error_event_then_truncates].
 
 Limits: an idle disconnect is noticed within ``poll_interval`` (the transport is polled);
 ``send`` after a disconnect raises ``ClientDisconnected``.
@@ -33,7 +38,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from ..exception import InvalidArgument
+from ..contexts import current_request_id
+from ..exception import BackendAIError, InvalidArgument
 from ..json import dump_json_str
 from .exceptions import ClientDisconnected
 from .routes import apply_response_headers
@@ -87,6 +93,17 @@ def format_event(
 def format_comment(text: str = "keep-alive") -> bytes:
     """A comment line (ignored by clients; keeps proxies from closing idle streams)."""
     return "".join(f": {line}\n" for line in _NEWLINES.split(text)).encode() + b"\n"
+
+
+def _error_payload(exc: BaseException) -> str:
+    if isinstance(exc, BackendAIError):
+        with contextlib.suppress(Exception):  # an unencodable problem falls through
+            return dump_json_str(exc.problem())
+    opaque = BackendAIError(
+        "The event stream failed; the server logged the error.",
+        data={"request_id": current_request_id()},
+    )
+    return dump_json_str(opaque.problem())
 
 
 class SSEResponse:
@@ -154,10 +171,17 @@ class SSEResponse:
         if self._group is not None:
             await self._group.__aexit__(None, None, None)
             self._group = None
-        if not self.disconnected:
+        if isinstance(exc, ClientDisconnected):
+            return True
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):
+            # Tell the client, and end without the last chunk: a clean end reads as success.
+            with contextlib.suppress(ConnectionError):
+                await self._write(format_event(_error_payload(exc), event="error"))
+            return False
+        if not self.disconnected and exc is None:
             with contextlib.suppress(ConnectionError):
                 await self.response.write_eof()
-        return isinstance(exc, ClientDisconnected)
+        return False
 
     async def _write(self, payload: bytes) -> None:
         if self.disconnected:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -120,3 +121,38 @@ async def test_bind_failure() -> None:
             await second.start()
         assert isinstance(info.value, OSError)
         await second.aclose()
+
+
+@pytest.mark.parametrize("failure", ["startup-hook", "bind"])
+async def test_failed_startup_exits_entered_contexts(failure: str) -> None:
+    events: list[str] = []
+
+    async def client_context(app: web.Application) -> AsyncIterator[None]:
+        events.append("entered")  # e.g. opened a Redis client
+        yield
+        events.append("exited")
+
+    async def failing_startup(app: web.Application) -> None:
+        raise FileNotFoundError("config.toml")  # an OSError, yet no bind failure
+
+    app = web.Application()
+    app.cleanup_ctx.append(client_context)
+    port = 0
+    blocker = None
+    if failure == "startup-hook":
+        app.on_startup.append(failing_startup)
+    else:
+        blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = blocker.sockets[0].getsockname()[1]
+    try:
+        if failure == "startup-hook":
+            with pytest.raises(FileNotFoundError, match=r"config\.toml"):
+                await WebServer(app).start()
+        else:
+            with pytest.raises(ServerStartFailed):
+                await WebServer(app, port=port).start()
+    finally:
+        if blocker is not None:
+            blocker.close()
+            await blocker.wait_closed()
+    assert events == ["entered", "exited"]

@@ -16,6 +16,9 @@ Guarantees:
   [tests/web/test_runner.py::test_drain_deadline_cancels_handlers];
 - ``serve_forever`` returns on SIGTERM [tests/web/test_runner.py::test_signal_stops_server];
 - a port already in use raises ``ServerStartFailed`` [tests/web/test_runner.py::test_bind_failure];
+- a start that fails (a startup hook raising, a bind failure, cancellation) first undoes what
+  it entered: the ``cleanup_ctx`` contexts already entered are exited, then the error is raised
+  [tests/web/test_runner.py::test_failed_startup_exits_entered_contexts];
 - ``aclose()`` is idempotent [tests/web/test_runner.py::test_in_flight_request_drains].
 """
 
@@ -76,22 +79,34 @@ class WebServer:
         return f"http://{host}:{self._port}"
 
     async def start(self) -> None:
-        """Set the app up and start listening; a bind failure raises ``ServerStartFailed``."""
+        """Set the app up and start listening; a bind failure raises ``ServerStartFailed``.
+
+        On any failure (cancellation included) the contexts the app's startup entered are
+        exited before the error is raised; aiohttp then skips ``on_cleanup`` hooks, since
+        ``on_startup`` did not complete.
+        """
         runner = web.AppRunner(
             self.app, handle_signals=False, shutdown_timeout=self._shutdown_timeout, access_log=None
         )
-        await runner.setup()
-        site = web.TCPSite(
-            runner, self.host, self._port, reuse_port=self._reuse_port, backlog=self._backlog
-        )
+        listening = False
         try:
+            await runner.setup()
+            site = web.TCPSite(
+                runner, self.host, self._port, reuse_port=self._reuse_port, backlog=self._backlog
+            )
+            listening = True
             await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ServerStartFailed(
-                f"cannot listen on {self.host}:{self._port}: {exc.strerror or exc}",
-                data={"host": self.host, "port": self._port},
-            ) from exc
+        except BaseException as exc:
+            try:
+                await runner.cleanup()
+            except Exception as cleanup_error:  # keep the cause of the failed start on top
+                exc.add_note(f"cleaning up after the failed start also failed: {cleanup_error!r}")
+            if listening and isinstance(exc, OSError):
+                raise ServerStartFailed(
+                    f"cannot listen on {self.host}:{self._port}: {exc.strerror or exc}",
+                    data={"host": self.host, "port": self._port},
+                ) from exc
+            raise
         self._runner = runner
         for address in runner.addresses:  # learn the port chosen for port 0
             if isinstance(address, tuple) and len(address) >= 2:

@@ -499,3 +499,43 @@ def test_max_body_must_not_be_negative() -> None:
         HMACVerifier(MemoryKeypairStore(), max_body=-1)
     assert info.value.data == {"field": "max_body"}
     HMACVerifier(MemoryKeypairStore(), max_body=0)  # V2 then only takes empty bodies
+
+
+class _RecordingNonceStore(MemoryNonceStore):
+    """A memory nonce store that also keeps every TTL it was asked for."""
+
+    def __init__(self, ticks: list[float]) -> None:
+        super().__init__(clock=lambda: ticks[0])
+        self.ttls: list[timedelta] = []
+
+    async def remember(self, key: str, ttl: timedelta) -> bool:
+        self.ttls.append(ttl)
+        return await super().remember(key, ttl)
+
+
+async def test_future_dated_replay_rejected_until_window_ends() -> None:
+    keypair = _keypair()
+    signer = HMACSigner(keypair.access_key, keypair.secret_key, ENDPOINT)
+    ticks = [0.0]
+    store = _RecordingNonceStore(ticks)
+    clock = FixedClock(NOW)
+    margin = timedelta(seconds=60)
+    verifier = _verifier(keypair, clock=clock, nonce_store=store, replay_margin=margin)
+    # Dated 14 minutes ahead: valid from now until its date is 15 minutes past.
+    headers = signer.sign("GET", "/folders", date=NOW + timedelta(minutes=14))
+    await _verify(verifier, headers)
+    assert store.ttls == [timedelta(minutes=14 + 15) + margin]
+    for minutes in (20, 28, 29):  # the whole window, as the clocks move on
+        clock.now, ticks[0] = NOW + timedelta(minutes=minutes), minutes * 60.0
+        with pytest.raises(ReplayedRequest):
+            await _verify(verifier, headers)
+    clock.now, ticks[0] = NOW + timedelta(minutes=29, seconds=1), 29 * 60.0 + 1
+    with pytest.raises(ClockSkewExceeded):  # past the window: the skew check takes over
+        await _verify(verifier, headers)
+
+
+def test_replay_margin_must_not_be_negative() -> None:
+    with pytest.raises(InvalidArgument, match="replay_margin") as info:
+        HMACVerifier(MemoryKeypairStore(), replay_margin=timedelta(minutes=-10))
+    assert info.value.data == {"field": "replay_margin"}
+    HMACVerifier(MemoryKeypairStore(), replay_margin=timedelta(0))

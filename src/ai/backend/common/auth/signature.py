@@ -18,7 +18,10 @@ Guarantees:
 - a date farther than ``max_skew`` from the server clock fails, naming both times
   [tests/auth/test_signature.py::test_clock_skew_names_both_times];
 - with a nonce store, a second use of a signature within the window fails
-  [tests/auth/test_signature.py::test_replay_rejected_within_window];
+  [tests/auth/test_signature.py::test_replay_rejected_within_window], also for a request
+  dated ahead of the server, whose signature is remembered until its date leaves the window
+  plus ``replay_margin`` (never negative)
+  [tests/auth/test_signature.py::test_future_dated_replay_rejected_until_window_ends];
 - under ``V2`` a changed body fails [tests/auth/test_signature.py::test_v2_body_tamper_rejected]
   and stripping the ``sigVersion`` marker does not downgrade it to ``V1``
   [tests/auth/test_signature.py::test_v2_marker_strip_rejected];
@@ -546,6 +549,11 @@ class HMACVerifier:
         if max_skew <= timedelta(0):
             raise InvalidArgument(
                 f"max_skew must be positive, got {max_skew}", data={"field": "max_skew"}
+            )
+        if replay_margin < timedelta(0):  # a negative margin would forget signatures early
+            raise InvalidArgument(
+                f"replay_margin must be >= 0, got {replay_margin}",
+                data={"field": "replay_margin"},
             )
         if not versions:
             raise InvalidArgument("versions must not be empty", data={"field": "versions"})

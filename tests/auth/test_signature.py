@@ -191,9 +191,21 @@ def test_date_formats() -> None:
     assert parse_date_header("1994-11-15T08:12:31.000Z") == expected
     assert parse_date_header("1994-11-15T17:12:31+09:00") == expected
     assert parse_date_header("1994-11-15T08:12:31") == expected  # naive means UTC
+    rfc = "Tue, 15 Nov 1994 08:12:31"
+    for zone in ("", " GMT", " gmt", " UT", " UTC", " Z", " +0000", " -0000", " GMT (London)"):
+        assert parse_date_header(rfc + zone) == expected, zone
+    assert parse_date_header("Tue, 15 Nov 1994 17:12:31 +0900 (KST)") == expected
+    assert parse_date_header("Tue Nov 15 08:12:31 1994") == expected  # asctime
     for bad in ("", "yesterday", "Tuesday 15 November 1994 8am KST", "x" * 100, "1994-13-01"):
         with pytest.raises(InvalidDateHeader):
             parse_date_header(bad)
+    # Zone names email.utils would read as UTC (or US zones): refused, never misread.
+    for zone in (" KST", " XYZ", " EST", " A", " +09:00", " GMT junk", " \udcff"):
+        with pytest.raises(InvalidDateHeader, match="zone") as info:
+            parse_date_header(rfc + zone)
+        dump_json(info.value.problem())
+    with pytest.raises(InvalidDateHeader, match="zone"):
+        parse_date_header("Tue Nov 15 08:12:31 KST 1994")
 
 
 async def test_clock_skew_names_both_times() -> None:

@@ -35,8 +35,10 @@ Guarantees:
   [tests/auth/test_signature.py::test_undecodable_request_text_is_refused_or_escaped].
 
 Limits:
-- dates are ISO 8601 or RFC 5322 (``Tue, 15 Nov 1994 08:12:31 GMT``); upstream's dateutil parser
-  also takes free-form dates with zone abbreviations, which this verifier rejects
+- dates are ISO 8601 or RFC 5322 (``Tue, 15 Nov 1994 08:12:31 GMT``) whose zone, if any, is
+  ``GMT``, ``UT``, ``UTC``, ``Z`` or a numeric ``+hhmm``/``-hhmm`` (a date without one is UTC);
+  upstream's dateutil parser also takes free-form dates and zone names (``KST``, ``EST``),
+  which this verifier rejects rather than misreading them as UTC
   [tests/auth/test_signature.py::test_date_formats];
 - ``V1`` signs no body (upstream's format): only ``V2`` or TLS protects it;
 - a body the signature covers (``V2``, API versions before ``v4.20181215`` without multipart)
@@ -253,6 +255,8 @@ def parse_date_header(raw: str) -> datetime:
             parsed = email.utils.parsedate_to_datetime(text)
         except (ValueError, TypeError, IndexError, OverflowError):
             parsed = None
+        else:
+            _check_rfc5322_zone(text, raw)
     if parsed is None:
         raise InvalidDateHeader(
             f"request date {_echo(raw)} is neither ISO 8601 nor RFC 5322",
@@ -261,6 +265,26 @@ def parse_date_header(raw: str) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
+
+
+_COMMENT = re.compile(r"\([^()]*\)")  # RFC 5322 comments, e.g. "+0900 (KST)"
+_YEAR = re.compile(r"\d{4}", re.ASCII)
+_ZONE = re.compile(r"(?i:GMT|UTC?|Z)|[+-]\d{4}", re.ASCII)
+
+
+def _check_rfc5322_zone(text: str, raw: str) -> None:
+    # email.utils reads an unknown zone name (KST, XYZ) as "no zone", i.e. UTC here, and
+    # "+09:00" or trailing words likewise: refuse all but the zones that mean one instant.
+    tokens = _COMMENT.sub(" ", text).replace(",", " ").split()
+    times = [i for i, token in enumerate(tokens) if ":" in token]
+    after = tokens[times[0] + 1 :] if times else []
+    zone = [token for token in after if not _YEAR.fullmatch(token)]  # asctime: year last
+    if zone and (len(zone) > 1 or not _ZONE.fullmatch(zone[0])):
+        raise InvalidDateHeader(
+            f"request date {_echo(raw)} has the zone {_echo(' '.join(zone))}; use GMT, UTC "
+            "or a numeric offset such as +0900",
+            data={"header": DATE_HEADER},
+        )
 
 
 @functools.lru_cache(maxsize=256)

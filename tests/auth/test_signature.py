@@ -427,6 +427,10 @@ async def test_undecodable_request_text_is_refused_or_escaped() -> None:
     with pytest.raises(MalformedCredentials, match="visible ASCII") as info:
         await _verify(verifier, bad_key)
     dump_json(info.value.problem())
+    # The canonical header shape bounds the key's length too (the fast parsing path).
+    too_long = signed["Authorization"].replace("AKIA", "AKIA" + "X" * 120)
+    with pytest.raises(MalformedCredentials, match="visible ASCII"):
+        await _verify(verifier, {**signed, "Authorization": too_long})
     # Everything else the mismatch reports back is escaped, so the 401 still renders.
     odd = {**signed, "Content-Type": "text/\udcff"}
     with pytest.raises(SignatureMismatch) as mismatch:

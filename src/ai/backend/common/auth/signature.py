@@ -151,9 +151,11 @@ class AuthorizationParams(NamedTuple):
     version: SignatureVersion
 
 
-# The shape every client writes; anything else goes through the general parser below.
+# The shape every client writes; anything else goes through the general parser below. Its
+# access keys are well-formed by construction (the general parser checks the others).
 _CANONICAL_AUTH_RE = re.compile(
-    r"BackendAI signMethod=HMAC-([A-Za-z0-9_]+), credential=([A-Za-z0-9]+):([0-9a-f]+)"
+    r"BackendAI signMethod=HMAC-([A-Za-z0-9_]+), "
+    rf"credential=([A-Za-z0-9]{{1,{MAX_ACCESS_KEY_LENGTH}}}):([0-9a-f]+)"
     r"(?:, sigVersion=([12]))?"
 )
 _VERSIONS_BY_TEXT = {str(int(v)): v for v in SignatureVersion}
@@ -205,6 +207,12 @@ def _parse_authorization(value: str) -> tuple[str, str, str, SignatureVersion]:
     if not colon or not access_key or not signature:
         raise MalformedCredentials(
             "Authorization credential must be <access_key>:<signature>",
+            data={"header": AUTHORIZATION_HEADER, "parameter": "credential"},
+        )
+    if not is_wellformed_access_key(access_key):  # before any store sees it
+        raise MalformedCredentials(
+            f"Authorization credential's access key {_echo(access_key)} is not "
+            f"1-{MAX_ACCESS_KEY_LENGTH} visible ASCII characters",
             data={"header": AUTHORIZATION_HEADER, "parameter": "credential"},
         )
     mac_type, dash, hash_type = params["signMethod"].partition("-")
@@ -641,12 +649,6 @@ class HMACVerifier:
                 "the Authorization header is missing", data={"header": AUTHORIZATION_HEADER}
             )
         hash_type, access_key, signature, version = _parse_authorization(raw_auth)
-        if not is_wellformed_access_key(access_key):
-            raise MalformedCredentials(
-                f"Authorization credential's access key {_echo(access_key)} is not "
-                f"1-{MAX_ACCESS_KEY_LENGTH} visible ASCII characters",
-                data={"header": AUTHORIZATION_HEADER, "parameter": "credential"},
-            )
         if hash_type not in self._hash_types:
             raise UnsupportedSignMethod(
                 f"hash type {_echo(hash_type)} is not accepted; use one of "

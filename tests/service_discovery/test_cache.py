@@ -8,6 +8,7 @@ import pytest
 
 from ai.backend.common.clients.etcd import (
     EtcdClient,
+    EtcdUnavailable,
     ManualClock,
     MemoryEtcd,
     MemoryEtcdServer,
@@ -15,6 +16,7 @@ from ai.backend.common.clients.etcd import (
 from ai.backend.common.service_discovery import (
     CachedServiceDiscovery,
     EtcdServiceDiscovery,
+    ServiceDiscoveryUnavailable,
     ServiceNotFound,
 )
 from tests._harness.etcd import EtcdServer
@@ -150,3 +152,26 @@ async def test_heartbeats_do_not_reparse() -> None:
         groups = cache.prometheus_targets(heartbeat_timeout=300, now=2_000.0)
         assert {g["labels"].get("zone") for g in groups} == {None, "b"}
         assert cache.cache_statistics().parses == parsed + 1
+
+
+async def test_own_writes_do_not_wait_for_the_watch() -> None:
+    async with (
+        MemoryEtcd("c") as etcd,
+        CachedServiceDiscovery(EtcdServiceDiscovery(etcd, ttl=30), write_sync_timeout=0.2) as cache,
+    ):
+        first = make_record("agent", port=1)
+        await cache.register(first)
+        await cache.wait_watched()
+        # The watch is cut off and cannot come back for now ...
+        etcd.fail_requests(EtcdUnavailable("watch refused"), count=10**6, kinds={"watch"})
+        assert etcd.simulate_disconnect() == 1
+        second = make_record("agent", port=2)
+        await cache.register(second)  # ... yet an own write is visible at once
+        assert cache.lookup("agent", second.id) == second
+        await cache.deregister("agent", first.id)
+        assert cache.lookup("agent", first.id) is None
+        with pytest.raises(ServiceDiscoveryUnavailable):
+            await cache.wait_watched()  # the watch itself has not delivered them
+        etcd.clear_faults()
+        await cache.wait_watched()  # it resumes, and its events change nothing
+        assert cache.snapshot() == [second]

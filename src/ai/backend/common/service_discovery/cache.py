@@ -10,8 +10,10 @@ Guarantees:
   [tests/service_discovery/test_cache.py::test_lookups_do_not_touch_etcd];
 - the cache converges to etcd's records, whoever writes them, expiries included
   [tests/service_discovery/test_cache.py::test_cache_follows_other_writers_and_expiry];
-- an instance reads its own writes (a write returns once the watch delivered it)
-  [tests/service_discovery/test_discovery_conformance.py::test_register_then_get];
+- an instance reads its own writes: a write of ``inner`` is applied to the cache as soon as
+  etcd took it, ahead of its watch events
+  [tests/service_discovery/test_discovery_conformance.py::test_register_then_get]
+  [tests/service_discovery/test_cache.py::test_cache_reads_its_own_writes_at_once];
 - a compacted history makes the cache re-read everything
   [tests/service_discovery/test_cache.py::test_resync_after_compaction];
 - a heartbeat (a change of ``last_heartbeat`` only) re-parses nothing: the record and its
@@ -21,7 +23,9 @@ Guarantees:
   [tests/service_discovery/test_prometheus.py::test_cached_targets_match_rendered_records].
 
 Limits: records written by others appear after the watch delivers them (eventual, typically
-milliseconds); if the etcd client is closed, the cache stops following (``stale``).
+milliseconds); if the etcd client is closed, the cache stops following (``stale``); if another
+instance writes the same record at the same moment, the cache may show the older write for
+a moment, until the watch catches up.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         # A heartbeat changes only last_heartbeat: the parsed record and its rendered SD target
         # group are kept, and the new value waits here until a lookup copies it in.
         self._beats: dict[ServiceKey, float] = {}
+        self._skeys: dict[tuple[str, str], ServiceKey] = {}
         self._targets: dict[tuple[ServiceKey, bool], tuple[tuple[str, str], Any] | None] = {}
         self._groups: dict[str, set[uuid.UUID]] = {}
         self._revision = 0
@@ -112,6 +117,8 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         self._stale = False
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._state = "new"
+        self._local_revision = 0
+        inner._observe_writes(self._written_by_inner)
 
     @property
     def inner(self) -> EtcdServiceDiscovery:
@@ -164,6 +171,7 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         with map_etcd_errors("service discovery cache: initial read"):
             snapshot = await self._etcd.get_prefix_flat(self._base, scope=ConfigScopes.GLOBAL)
         self._raw.clear()
+        self._skeys.clear()
         self._parsed.clear()
         self._beats.clear()
         self._targets.clear()
@@ -207,17 +215,23 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         parts = key[len(self._base) :].split("/", 2)
         if len(parts) != 3 or not parts[0] or not parts[2]:
             return None
-        try:
-            service_id = uuid.UUID(parts[1])
-        except ValueError:
-            return None
-        return (parts[0], service_id), parts[2]
+        # A record's dozen keys share one id: parse it once (every watch event needs it).
+        head = (parts[0], parts[1])
+        skey = self._skeys.get(head)
+        if skey is None:
+            try:
+                skey = (parts[0], uuid.UUID(parts[1]))
+            except ValueError:
+                return None
+            self._skeys[head] = skey
+        return skey, parts[2]
 
     def _put_raw(self, key: str, value: str) -> None:
         split = self._split(key)
-        if split is None:
-            return
-        skey, sub = split
+        if split is not None:
+            self._put_field(split[0], split[1], value)
+
+    def _put_field(self, skey: ServiceKey, sub: str, value: str) -> None:
         fields = self._raw.get(skey)
         if fields is None:
             fields = self._raw[skey] = {}
@@ -252,6 +266,7 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         self._invalidate(skey)
         if not fields:
             del self._raw[skey]
+            self._skeys.pop((skey[0], str(skey[1])), None)
             members = self._groups.get(skey[0])
             if members is not None:
                 members.discard(skey[1])
@@ -266,6 +281,30 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
         self._events += 1
         self._revision = max(self._revision, event.revision)
         self._wake(self._revision)
+
+    def _written_by_inner(
+        self, skey: ServiceKey, puts: dict[str, str] | None, deletes: set[str], revision: int
+    ) -> None:
+        """Apply a write of ``inner`` at once, ahead of its watch events.
+
+        Only if the watch has not passed that revision yet; the events still come and apply
+        the same values again (no change), while events of other writers between the watch's
+        position and this revision apply after it, as they would have; either way the cache
+        converges on etcd's state once the watch reaches the revision.
+        """
+        if revision <= self._revision or self._state != "open":
+            return
+        if puts is None:
+            base = f"{self._base}{skey[0]}/{skey[1]}/"
+            for sub in list(self._raw.get(skey, ())):
+                self._delete_raw(base + sub)
+        else:
+            for key in deletes:
+                self._delete_raw(key)
+            strip = len(self._base) + len(skey[0]) + 38  # "<group>/<36-character id>/"
+            for key, value in puts.items():
+                self._put_field(skey, key[strip:], value)
+        self._local_revision = max(self._local_revision, revision)
 
     def _wake(self, revision: int) -> None:
         if not self._waiters:
@@ -285,9 +324,18 @@ class CachedServiceDiscovery(AbstractServiceDiscovery):
             if not fut.done():
                 fut.set_exception(ServiceDiscoveryClosed("service discovery cache stopped"))
 
-    async def _seen(self, revision: int) -> None:
-        """Return once the cache reflects ``revision``."""
-        if revision <= self._revision:
+    async def wait_watched(self, revision: int | None = None) -> None:
+        """Return once the watch has delivered ``revision`` (default: the last write of
+        ``inner``); ``ServiceDiscoveryUnavailable`` if that takes ``write_sync_timeout``."""
+        self._check_open()
+        await self._seen(
+            self._inner.last_write_revision if revision is None else revision, watched=True
+        )
+
+    async def _seen(self, revision: int, *, watched: bool = False) -> None:
+        """Return once the cache reflects ``revision`` (at once for ``inner``'s own writes,
+        applied when they took effect, unless ``watched``)."""
+        if revision <= self._revision or (not watched and revision <= self._local_revision):
             return
         if self._stale:
             raise ServiceDiscoveryUnavailable("service discovery cache stopped following etcd")

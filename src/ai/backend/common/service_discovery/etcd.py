@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ..aio import ErrorTable, map_errors
@@ -60,6 +60,9 @@ DEFAULT_ETCD_PREFIX: Final = "ai/backend/service_discovery"
 """Upstream's key prefix of service records (inside the etcd namespace)."""
 
 _GLOBAL = ConfigScopes.GLOBAL
+
+WriteObserver = Callable[[ServiceKey, "dict[str, str] | None", set[str], int], None]
+"""``(record key, keys put (None: record deleted), keys deleted, revision)`` after a write."""
 
 
 _ETCD_ERRORS: ErrorTable = {
@@ -104,6 +107,7 @@ class EtcdServiceDiscovery(RecordKeeper):
         self._lease_changed = asyncio.Event()
         self._lost_leases: list[int] = []
         self._written: dict[ServiceKey, set[str]] = {}
+        self._write_observers: list[WriteObserver] = []
         self.last_write_revision = 0
         """Revision of the last write of this instance that changed etcd (0 before any)."""
 
@@ -125,6 +129,10 @@ class EtcdServiceDiscovery(RecordKeeper):
     def record_prefix(self, key: ServiceKey) -> str:
         """``<prefix>/<group>/<id>``: where one record's keys live."""
         return f"{self._prefix}/{key[0]}/{key[1]}"
+
+    def _observe_writes(self, observer: WriteObserver) -> None:
+        """Call ``observer`` after each write of this instance took effect (for the cache)."""
+        self._write_observers.append(observer)
 
     # -- keep-alive ----------------------------------------------------------------
     #
@@ -222,10 +230,12 @@ class EtcdServiceDiscovery(RecordKeeper):
         key = record.key
         flat = flatten_dict(self.record_prefix(key), record.to_dict())
         stale = self._written.get(key, set()) - flat.keys()
-        self.last_write_revision = await self._etcd.put_dict(
+        revision = self.last_write_revision = await self._etcd.put_dict(
             flat, scope=_GLOBAL, lease=lease, delete=stale
         )
         self._written[key] = set(flat)
+        for observer in self._write_observers:
+            observer(key, flat, stale, revision)
 
     async def _write(self, record: ServiceMetadata) -> None:
         with map_etcd_errors(f"register({record.service_group}/{record.id})"):
@@ -240,7 +250,9 @@ class EtcdServiceDiscovery(RecordKeeper):
         with map_etcd_errors(f"deregister({key[0]}/{key[1]})"):
             deleted = await self._etcd.delete_prefix(self.record_prefix(key) + "/", scope=_GLOBAL)
             if deleted:
-                self.last_write_revision = await self._etcd.current_revision()
+                revision = self.last_write_revision = await self._etcd.current_revision()
+                for observer in self._write_observers:
+                    observer(key, None, set(), revision)
 
     def _forget(self, key: ServiceKey) -> None:
         self._written.pop(key, None)

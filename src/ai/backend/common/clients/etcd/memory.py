@@ -443,6 +443,10 @@ class MemoryEtcd(AsyncEtcd):
             )
         self._faults.append(_Fault(error, count, chosen))
 
+    def clear_faults(self) -> None:
+        """Drop the failures :meth:`fail_requests` has not used up yet."""
+        self._faults.clear()
+
     def delay_replies(self, seconds: float) -> None:
         """Answer every later request ``seconds`` (real time) after the server applied it,
         as a loaded etcd or a failover does; a caller cancelled meanwhile does not see the

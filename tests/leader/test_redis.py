@@ -53,10 +53,13 @@ async def test_wait_replicas_on_sentinel(redis_sentinel: RedisSentinelSet) -> No
     target = ValkeyTarget.sentinel(
         redis_sentinel.sentinels, redis_sentinel.service_name, request_timeout=2.0
     )
+    await until(lambda: _replica_linked(redis_sentinel), what="the replica to be in sync")
     async with (
         ValkeyClient(target) as client,
         # the set has one replica: one acknowledgement can come, two never
-        RedisLeaderElection(client, "replicated", ttl=1.5, wait_replicas=1) as replicated,
+        RedisLeaderElection(
+            client, "replicated", ttl=1.5, wait_replicas=1, wait_timeout=0.4
+        ) as replicated,
         RedisLeaderElection(client, "unsafe", name="other", ttl=1.5, wait_replicas=2) as unsafe,
     ):
         async with asyncio.timeout(5):
@@ -69,3 +72,9 @@ async def test_wait_replicas_on_sentinel(redis_sentinel: RedisSentinelSet) -> No
         assert await unsafe.current_leader() is None  # each won lease was given back
     with pytest.raises(ValueError, match="wait_replicas"):
         RedisLeaderElection(client, "bad", wait_replicas=-1)
+
+
+async def _replica_linked(redis_sentinel: RedisSentinelSet) -> bool:
+    """Whether the replica's link to the master is up (WAIT can be acknowledged)."""
+    info = await asyncio.to_thread(redis_sentinel.replica.command, "INFO", "replication")
+    return isinstance(info, dict) and info.get("master_link_status") == "up"

@@ -109,14 +109,20 @@ async def _gone_caller_round(srv: AgentRPCServer, metrics: AgentRPCMetrics) -> b
 
 
 async def test_reply_to_gone_caller_counted(metrics: AgentRPCMetrics) -> None:
+    # ZeroMQ reports a disconnect from its I/O thread; on a loaded machine the ROUTER may still
+    # hold the gone peer's pipe when the late reply is sent, and ZeroMQ then discards the reply
+    # itself (the documented limit). Each round is a fresh chance; one counted drop must happen.
     async with AgentRPCServer("tcp://127.0.0.1:0") as srv:
-        for _ in range(3):  # ZeroMQ may report the disconnect late on a loaded machine
-            if await _gone_caller_round(srv, metrics):
+        for _ in range(5):
+            before = srv.statistics().dropped_replies
+            if not await _gone_caller_round(srv, metrics):
+                continue
+            await until(lambda: srv.statistics().in_flight == 0, what="late reply sent")
+            if srv.statistics().dropped_replies > before:
                 break
         else:
-            pytest.fail("the server never saw its caller disconnect")
-        await until(lambda: srv.statistics().dropped_replies >= 1)
-        await until(lambda: srv.statistics().in_flight == 0)
+            pytest.fail("no reply to a gone caller was counted in 5 rounds")
+        assert srv.statistics().in_flight == 0
 
 
 async def test_curve_rejects_unknown_client(metrics: AgentRPCMetrics) -> None:

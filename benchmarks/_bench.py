@@ -179,9 +179,18 @@ def _own_server(
 
 @contextlib.contextmanager
 def own_redis(workdir_prefix: str = "bench-redis-") -> Iterator[str]:
-    """A redis url: BACKEND_REDIS_ADDR, or a private server (no persistence) started here."""
+    """A redis url: BACKEND_REDIS_ADDR, or a private server (no persistence) started here.
+
+    The benchmarks FLUSHALL their server between rounds, so an external server is used only
+    with ``BACKEND_TEST_ALLOW_FLUSH=1`` (the same opt-in the test harness asks for).
+    """
     addr = os.environ.get("BACKEND_REDIS_ADDR")
     if addr:
+        if os.environ.get("BACKEND_TEST_ALLOW_FLUSH") != "1":
+            raise SystemExit(
+                f"BACKEND_REDIS_ADDR={addr}: the benchmark wipes its Redis between rounds;"
+                " set BACKEND_TEST_ALLOW_FLUSH=1 to allow it, or unset BACKEND_REDIS_ADDR"
+            )
         yield f"redis://{addr}"
         return
     port = free_port()

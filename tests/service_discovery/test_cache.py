@@ -175,3 +175,15 @@ async def test_own_writes_do_not_wait_for_the_watch() -> None:
         etcd.clear_faults()
         await cache.wait_watched()  # it resumes, and its events change nothing
         assert cache.snapshot() == [second]
+
+
+@pytest.mark.slow
+async def test_closing_right_after_opening_never_hangs(etcd_endpoint: str) -> None:
+    # Closing while the cache's watch is still being created used to lose the cancellation
+    # (inside aetcd's asyncio.wait_for) and wait for ever: about one run in three of 40 cycles.
+    for _ in range(120):
+        async with asyncio.timeout(10), EtcdClient(etcd_endpoint, "open-close") as etcd:
+            cache = CachedServiceDiscovery(EtcdServiceDiscovery(etcd, ttl=5))
+            await cache.open()
+            await cache.register(make_record("agent"))
+            await cache.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -147,3 +148,26 @@ async def test_cluster_member_kill_keeps_serving(etcd_cluster: EtcdCluster) -> N
         await asyncio.sleep(lease.ttl + 1)  # let the TTL run out if keep-alives had stopped
         assert await etcd.get("c/leased") == "x"
         assert not lease.lost
+
+
+async def test_a_cancellation_lost_inside_aetcd_is_raised(etcd_endpoint: str) -> None:
+    # aetcd creates a watch under asyncio.wait_for, which on Python 3.11 can swallow a
+    # cancellation that arrives as the watch is created; emulate that swallowing.
+    async def swallowing(client: aetcd.Client) -> str:
+        with contextlib.suppress(asyncio.CancelledError):  # the bug being emulated
+            await asyncio.sleep(10)
+        return "a watch"
+
+    released: list[str] = []
+
+    async def discard(result: str) -> None:
+        released.append(result)
+
+    async with EtcdClient(etcd_endpoint, "lost-cancel") as etcd:
+        task = asyncio.create_task(etcd._call("watch('x')", swallowing, discard=discard))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.wait((task,), timeout=5)
+        assert task.done()
+        assert task.cancelled()
+        assert released == ["a watch"]  # what the swallowed call produced was released

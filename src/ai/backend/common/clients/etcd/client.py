@@ -12,7 +12,11 @@ Guarantees:
 - a watch whose member dies resumes on another member at the next revision, missing nothing
   [tests/clients/etcd/test_etcd_client.py::test_watch_survives_server_restart];
 - no ``aetcd``/``grpc`` exception leaves a public call
-  [tests/clients/etcd/test_etcd_client.py::test_unreachable_raises_etcd_unavailable].
+  [tests/clients/etcd/test_etcd_client.py::test_unreachable_raises_etcd_unavailable];
+- a cancellation is never lost inside aetcd (whose ``asyncio.wait_for`` drops one on Python
+  3.11 when it arrives as a watch is created): it is raised, and the watch released
+  [tests/clients/etcd/test_etcd_client.py::test_a_cancellation_lost_inside_aetcd_is_raised]
+  [tests/service_discovery/test_cache.py::test_closing_right_after_opening_never_hangs].
 
 Limits:
 - a write retried after a lost reply may have been applied twice (puts are idempotent; a
@@ -286,18 +290,38 @@ class EtcdClient(AsyncEtcd):
         return self._failovers
 
     async def _call(
-        self, what: str, fn: Callable[[aetcd.Client], Awaitable[T]], *, retry: bool = True
+        self,
+        what: str,
+        fn: Callable[[aetcd.Client], Awaitable[T]],
+        *,
+        retry: bool = True,
+        discard: Callable[[T], Awaitable[None]] | None = None,
     ) -> T:
+        """Run ``fn`` on the current member, failing over on transport errors.
+
+        aetcd waits with ``asyncio.wait_for`` in places (creating a watch), which on Python 3.11
+        loses a cancellation that arrives as the awaited operation completes: the caller would
+        carry on as if never cancelled (a closing owner then waits for ever). A cancellation
+        requested during the call is therefore raised here even if ``fn`` returned, after
+        ``discard`` released its result.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._failover_timeout
         delay = 0.05
         tried = 0
+        task = asyncio.current_task()
+        requested = task.cancelling() if task is not None else 0
         while True:
             if self._closing:
                 raise EtcdClosed(f"{what}: etcd client of namespace {self._ns!r} is closed")
             client, index = self._client()
             try:
-                return await fn(client)
+                result = await fn(client)
+                if task is not None and task.cancelling() > requested:
+                    if discard is not None:
+                        await discard(result)
+                    raise asyncio.CancelledError(f"{what}: cancelled (cancellation was lost)")
+                return result
             except _RETRIABLE as exc:
                 self._rotate(index)
                 tried += 1
@@ -379,7 +403,10 @@ class EtcdClient(AsyncEtcd):
                 watch = await c.watch(raw, start_revision=start_revision)
             return _GrpcWatchStream(self, watch, self._index, what)
 
-        return await self._call(what, run)
+        async def discard(stream: RawWatchStream) -> None:
+            await stream.aclose()
+
+        return await self._call(what, run, discard=discard)
 
     async def _lease_grant(self, ttl: int) -> tuple[int, int]:
         async def run(c: aetcd.Client) -> tuple[int, int]:

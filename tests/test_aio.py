@@ -8,6 +8,7 @@ import inspect
 import pytest
 
 from ai.backend.common.aio import (
+    AsyncResource,
     ErrorTable,
     TaskOwner,
     TaskOwnerAlreadyStarted,
@@ -229,3 +230,36 @@ def test_map_errors_first_match_in_order() -> None:
         raise asyncio.CancelledError
     with map_errors("get('k')", _TABLE):
         pass  # no error, nothing raised
+
+
+class _Recorder(AsyncResource):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def open(self) -> None:
+        self.calls.append("open")
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
+
+
+async def test_async_resource_opens_and_closes() -> None:
+    resource = _Recorder()
+    async with resource as entered:
+        assert entered is resource
+        assert resource.calls == ["open"]
+    assert resource.calls == ["open", "aclose"]
+    failing = _Recorder()
+    with pytest.raises(LookupError):
+        async with failing:
+            raise LookupError("inside the block")
+    assert failing.calls == ["open", "aclose"]
+
+
+def test_async_resource_requires_open_and_aclose() -> None:
+    class OnlyOpen(AsyncResource):
+        async def open(self) -> None:
+            return None
+
+    with pytest.raises(TypeError):
+        OnlyOpen()  # type: ignore[abstract]

@@ -4,6 +4,8 @@
 guide, written once: a resource starts it when it opens, spawns its loops into it, and stops it
 when it closes. It can be started and stopped from any task (the group runs in a task of its
 own), so a resource's ``open()`` and ``aclose()`` need not be one ``async with`` block.
+:class:`AsyncResource` is the lifecycle every I/O resource shares: ``async with`` opens it
+and closes it, ``open()`` and ``aclose()`` are the two methods a resource writes.
 :func:`map_errors` is the "backends map native errors at the call and chain ``from exc``" of
 the style guide: one table per backend, from its errors to the package's.
 
@@ -22,6 +24,8 @@ Guarantees:
 - an owner starts once: a second ``start()`` raises :class:`TaskOwnerAlreadyStarted` and
   leaves the running group as it was, so no runner is orphaned
   [tests/test_aio.py::test_start_twice_raises];
+- ``async with`` an :class:`AsyncResource` calls ``open()`` on entry and ``aclose()`` on exit,
+  also when the block raises [tests/test_aio.py::test_async_resource_opens_and_closes];
 - ``map_errors`` raises the first matching error of its table, in table order, chained to the
   native one; other exceptions (``CancelledError`` included) pass unchanged
   [tests/test_aio.py::test_map_errors_first_match_in_order].
@@ -33,19 +37,54 @@ calls ``stop()``.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 from collections.abc import Coroutine, Iterator, Mapping
-from typing import Any, TypeAlias
+from types import TracebackType
+from typing import Any, Self, TypeAlias
 
 from .exception import PROBLEM_BASE_URI, BackendAIError, ErrorDetail, ErrorOperation
 
-__all__ = ("ErrorTable", "TaskOwner", "TaskOwnerAlreadyStarted", "TaskOwnerStopped", "map_errors")
+__all__ = (
+    "AsyncResource",
+    "ErrorTable",
+    "TaskOwner",
+    "TaskOwnerAlreadyStarted",
+    "TaskOwnerStopped",
+    "map_errors",
+)
 
 ErrorTable: TypeAlias = Mapping[
     type[BaseException] | tuple[type[BaseException], ...], type[BackendAIError]
 ]
 """Native error class(es) -> the BackendAIError raised instead, most specific first."""
+
+
+class AsyncResource(abc.ABC):
+    """A resource that ``async with`` opens and closes; subclasses write ``open``/``aclose``."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and start background work; idempotent."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release everything the resource holds; idempotent."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 @contextlib.contextmanager

@@ -10,16 +10,16 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from ..aio import AsyncResource
 from ..exception import InvalidArgument
 from .types import ExpiredLease, Lease, LeaseStatus, TaskId, TaskOutcome, TaskRecord, TaskState
 
 __all__ = ("AbstractTaskStore",)
 
 
-class AbstractTaskStore(abc.ABC):
+class AbstractTaskStore(AsyncResource):
     """Where every node of a cluster keeps and finds background tasks.
 
     Promises (every backend):
@@ -48,18 +48,6 @@ class AbstractTaskStore(abc.ABC):
     (``retention=0`` is valid: the final record may be purged at once). ``async with`` opens,
     ``aclose()`` closes (idempotent); a store handed an already open client never closes it.
     """
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @staticmethod
     def _check_durations(

@@ -79,11 +79,11 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ..aio import AsyncResource
 from ..contexts import ContextBundle
 from ..events import BgtaskUpdatedEvent, EventProducer
 from ..exception import (
@@ -322,7 +322,7 @@ class _Entry:
         self.flushing = False
 
 
-class BackgroundTaskManager:
+class BackgroundTaskManager(AsyncResource):
     """Starts, tracks, cancels and adopts background tasks of one node (upstream's name).
 
     ``async with BackgroundTaskManager(store, node_id="manager-1", registry=registry,
@@ -397,18 +397,6 @@ class BackgroundTaskManager:
         return self._config
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Start the heartbeat, adoption, purge, progress and cancel-listener loops."""

@@ -8,15 +8,14 @@ and :class:`~.etcd.EtcdLeaderElection` (a key under an etcd lease); both pass
 from __future__ import annotations
 
 import abc
-from types import TracebackType
-from typing import Self
 
+from ..aio import AsyncResource
 from .types import LeadershipObserver, LeaderStatistics
 
 __all__ = ("AbstractLeaderElection",)
 
 
-class AbstractLeaderElection(abc.ABC):
+class AbstractLeaderElection(AsyncResource):
     """One candidate for the leadership of a named role.
 
     At most one candidate of a role is leader at any time: a candidate counts itself leader
@@ -26,18 +25,6 @@ class AbstractLeaderElection(abc.ABC):
     dies (the lease expires), another candidate takes over within one lease period.
     ``async with`` starts campaigning in the background.
     """
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @property
     @abc.abstractmethod

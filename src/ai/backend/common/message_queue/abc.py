@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from types import TracebackType
-from typing import Self
 
+from ..aio import AsyncResource
 from .types import AnycastMessage, BroadcastMessage, DeadLetter, QueueStatistics
 
 __all__ = ("AbstractMessageQueue",)
 
 
-class AbstractMessageQueue(abc.ABC):
+class AbstractMessageQueue(AsyncResource):
     """One component's connection to the event bus.
 
     Anycast: every message sent reaches every consumer group, and inside a group exactly one
@@ -37,18 +36,6 @@ class AbstractMessageQueue(abc.ABC):
     ``async with`` opens the client; ``aclose()`` closes it and is idempotent. Errors are
     :class:`~.exceptions.MessageQueueError` subclasses, never a backend's own.
     """
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @abc.abstractmethod
     async def open(self) -> None:

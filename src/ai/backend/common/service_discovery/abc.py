@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import abc
 import uuid
-from types import TracebackType
-from typing import Self
 
+from ..aio import AsyncResource
 from .types import ServiceDiscoveryStatistics, ServiceMetadata
 
 __all__ = ("AbstractServiceDiscovery",)
 
 
-class AbstractServiceDiscovery(abc.ABC):
+class AbstractServiceDiscovery(AsyncResource):
     """Where services register themselves and find each other.
 
     A record registered through an instance stays while that instance is open (the instance
@@ -31,18 +30,6 @@ class AbstractServiceDiscovery(abc.ABC):
     :class:`~.exceptions.ServiceNotFound`. Errors are
     :class:`~.exceptions.ServiceDiscoveryError` subclasses.
     """
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -50,13 +50,13 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self, cast
+from typing import Any, Final, cast
 
 import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from ...aio import AsyncResource
 from ...contexts import ContextBundle
 from ...resilience import BreakerOpen, Policy
 from . import _wire as wire
@@ -342,7 +342,7 @@ class _Connection:
             log.debug("could not send cancel of %s#%d to %s", method, seq, self.address)
 
 
-class AgentRPCPool:
+class AgentRPCPool(AsyncResource):
     """Connections to many agents: one DEALER per address, one ``zmq`` context for all.
 
     ``async with AgentRPCPool(...) as pool`` opens it; :meth:`peer` gives a handle on one agent.
@@ -404,18 +404,6 @@ class AgentRPCPool:
         self._connects = self._connect_failures = self._evictions = self._disconnects = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Create the zmq context and start the idle-eviction loop; idempotent."""

@@ -34,13 +34,13 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar, cast, overload
+from typing import Any, Final, TypeVar, cast, overload
 
 import zmq
 import zmq.asyncio
 from zmq.utils import z85
 
+from ...aio import AsyncResource
 from ...contexts import ContextBundle
 from ...exception import BackendAIError
 from . import _wire as wire
@@ -62,7 +62,7 @@ H = TypeVar("H", bound=RPCHandler)
 _ZAP_ENDPOINT: Final = "inproc://zeromq.zap.01"
 
 
-class AgentRPCServer:
+class AgentRPCServer(AsyncResource):
     """Serve RPC handlers on ``address`` (``tcp://host:port``; port ``*`` or ``0`` picks one).
 
     ``keypair`` turns on CurveZMQ (this server's keys); ``allowed_client_keys`` then limits
@@ -134,18 +134,6 @@ class AgentRPCServer:
         return self._address
 
     # -- lifecycle ----------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Bind the socket and start serving; idempotent."""

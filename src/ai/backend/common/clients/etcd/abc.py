@@ -14,10 +14,8 @@ import abc
 import asyncio
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Self
 
-from ...aio import TaskOwner, TaskOwnerStopped
+from ...aio import AsyncResource, TaskOwner, TaskOwnerStopped
 from ._backend import (
     Compare,
     CompareTarget,
@@ -54,7 +52,7 @@ __all__ = (
 )
 
 
-class AsyncEtcd(abc.ABC):
+class AsyncEtcd(AsyncResource):
     """An etcd v3 client with upstream Backend.AI's key layout and semantics.
 
     Keys are namespaced under ``/sorna/<namespace>/`` and a scope prefix
@@ -108,18 +106,6 @@ class AsyncEtcd(abc.ABC):
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     async def open(self) -> None:
         """Connect and start the background task group; idempotent."""
         if self._opened:
@@ -159,7 +145,7 @@ class AsyncEtcd(abc.ABC):
     async def _backend_open(self) -> None:
         """Prepare connections (no task may be left running on failure)."""
 
-    def _backend_started(self) -> None:  # noqa: B027
+    def _backend_started(self) -> None:
         """Start backend background loops with ``self._tasks.spawn`` (cancelled on close)."""
 
     @abc.abstractmethod

@@ -29,12 +29,12 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import aiohttp
 from yarl import URL
 
+from ...aio import AsyncResource
 from ...contexts import current_request_id, current_traceparent
 from ...exception import BackendAIError
 from ...json import load_json
@@ -160,7 +160,7 @@ def http_policy(
     )
 
 
-class HTTPSessionPool:
+class HTTPSessionPool(AsyncResource):
     """aiohttp sessions keyed by (endpoint origin, credential headers), evicted when idle."""
 
     def __init__(
@@ -196,18 +196,6 @@ class HTTPSessionPool:
         self._created = self._evictions = 0
         self._runner: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Start the idle-eviction loop; idempotent."""

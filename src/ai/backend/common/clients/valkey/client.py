@@ -33,8 +33,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -45,6 +44,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from ...aio import AsyncResource
 from .exceptions import (
     ValkeyAuthenticationError,
     ValkeyClosed,
@@ -154,7 +154,7 @@ RAW_REPLY_COMMANDS: Final = (
 reshaped by redis-py's response callbacks: cheaper on the hot path, and one shape for all."""
 
 
-class ValkeyClient:
+class ValkeyClient(AsyncResource):
     """A pooled client of one :class:`~.types.ValkeyTarget`.
 
     ``async with ValkeyClient(target) as client`` connects (one PING) and ``aclose()``
@@ -190,18 +190,6 @@ class ValkeyClient:
         return self._target
 
     # -- lifecycle --------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Build the pool and check the server answers (PING); idempotent.
@@ -566,7 +554,7 @@ class ValkeyClient:
         )
 
 
-class ValkeySubscription:
+class ValkeySubscription(AsyncResource):
     """One pub/sub connection subscribed to fixed channels; it resubscribes after a reconnect.
 
     ``async with client.subscription("events_all") as sub`` subscribes and waits until the
@@ -579,18 +567,6 @@ class ValkeySubscription:
         self._client = client
         self._channels = tuple(channels)
         self._pubsub: PubSub | None = None
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Subscribe and wait for the server's confirmation of every channel."""

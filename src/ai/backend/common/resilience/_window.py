@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 __all__ = ("FAILED", "SLOW", "CountWindow", "TimeWindow", "Window")
 
 FAILED = 1
@@ -10,7 +12,7 @@ SLOW = 2
 """Outcome bit: the call was slower than the slow-call threshold."""
 
 
-class Window:
+class Window(abc.ABC):
     """Totals over the window: ``total`` calls, of which ``failures`` failed and ``slow`` slow."""
 
     __slots__ = ("failures", "slow", "total")
@@ -20,16 +22,16 @@ class Window:
         self.failures = 0
         self.slow = 0
 
+    @abc.abstractmethod
     def record(self, outcome: int, now: float) -> None:
         """Add one outcome (a combination of FAILED and SLOW bits, 0 for a fast success)."""
-        raise NotImplementedError
 
-    def refresh(self, now: float) -> None:
+    def refresh(self, now: float) -> None:  # noqa: B027 - a no-op unless time expires outcomes
         """Drop what has fallen out of the window by ``now``."""
 
+    @abc.abstractmethod
     def clear(self) -> None:
         """Forget every outcome."""
-        raise NotImplementedError
 
 
 class CountWindow(Window):
